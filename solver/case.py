@@ -1,0 +1,475 @@
+"""Case files: a validated schema for ``cases/<name>/case.toml``.
+
+A case is read on rank 0, validated with pydantic (unknown keys are errors, dimensional values must be
+strings with units), converted to SI and broadcast. Any error is raised on every rank as a
+:class:`CaseError` whose message is one line: file, key path, value and what was expected.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
+
+from solver import units as U
+from solver.parameters import AGENT_DEFAULTS, BOUNDARIES, REGIONS, TISSUE_DEFAULTS
+
+
+class CaseError(ValueError):
+    """A case file is invalid. The message is one line, ready to print."""
+
+
+def Q(dim: U.Dimension, *constraints: Any) -> Any:
+    """Type of a dimensional case value: a unit string converted to SI float (``dim.si_unit``)."""
+    return Annotated[float, BeforeValidator(dim.to_si), dim, *constraints]
+
+
+NonNeg = Field(ge=0)
+Pos = Field(gt=0)
+Fraction = Annotated[float, Field(ge=0, le=1)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---------------------------------------------------------------------------------------------- mesh
+class Sarcoma(Strict):
+    """A deep soft-tissue sarcoma: an ellipsoid in the muscle, optionally with a necrotic core."""
+
+    semi_axes: tuple[Q(U.LENGTH, Pos), Q(U.LENGTH, Pos), Q(U.LENGTH, Pos)]
+    axial_position: Fraction = 0.5  # 0 = distal end, 1 = proximal end
+    radial_offset: Q(U.LENGTH, NonNeg)  # distance of the centre from the limb axis
+    angle: Q(U.ANGLE) = 0.0
+    necrotic_fraction: Annotated[float, Field(ge=0, lt=1)] = 0.0  # core semi-axes / tumour semi-axes
+
+
+class Nodules(Strict):
+    """In-transit melanoma nodules: spheres in skin and subcutis."""
+
+    count: Annotated[int, Field(ge=1, le=50)]
+    radius: Q(U.LENGTH, Pos)
+    axial_range: tuple[Fraction, Fraction] = (0.2, 0.6)
+    seed: int = 1
+
+
+class LimbMesh(Strict):
+    """A tapered cylinder with bone, muscle, fat and skin layers (z from distal 0 to proximal L)."""
+
+    generator: Literal["limb"]
+    preset: Literal["leg", "arm"]
+    length: Q(U.LENGTH, Pos) | None = None
+    proximal_radius: Q(U.LENGTH, Pos) | None = None
+    distal_radius: Q(U.LENGTH, Pos) | None = None
+    bone_radius: Q(U.LENGTH, Pos) | None = None
+    fat_thickness: Q(U.LENGTH, Pos) | None = None
+    skin_thickness: Q(U.LENGTH, Pos) | None = None
+    sarcoma: Sarcoma | None = None
+    nodules: Nodules | None = None
+    size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+
+
+class SphereMesh(Strict):
+    """Benchmark: a tumour sphere, optionally inside a host shell (region ``muscle``).
+
+    Boundary ``outer`` is the outermost sphere.
+    """
+
+    generator: Literal["sphere"]
+    radius: Q(U.LENGTH, Pos)
+    outer_radius: Q(U.LENGTH, Pos) | None = None
+    cell_size: Q(U.LENGTH, Pos)
+    size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+
+
+class SlabMesh(Strict):
+    """Benchmark: a box [0,Lx]x[0,Ly]x[0,Lz] of one region; boundaries ``x0``, ``x1``, ``sides``."""
+
+    generator: Literal["slab"]
+    size: tuple[Q(U.LENGTH, Pos), Q(U.LENGTH, Pos), Q(U.LENGTH, Pos)]
+    region: Literal[REGIONS] = "muscle"  # type: ignore[valid-type]
+    cell_size: Q(U.LENGTH, Pos)
+    size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+
+
+class CylinderMesh(Strict):
+    """Benchmark: a plain cylinder of one region; boundaries ``skin_surface``, ``proximal``, ``distal``."""
+
+    generator: Literal["cylinder"]
+    radius: Q(U.LENGTH, Pos)
+    length: Q(U.LENGTH, Pos)
+    region: Literal[REGIONS] = "muscle"  # type: ignore[valid-type]
+    cell_size: Q(U.LENGTH, Pos)
+    size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+
+
+class FileMesh(Strict):
+    """An external mesh (gmsh .msh or any meshio format) with cell-data region ids mapped to names."""
+
+    generator: Literal["file"]
+    path: str
+    regions: dict[Literal[REGIONS], int]  # type: ignore[valid-type]
+    boundaries: dict[str, int] = {}
+    scale: Annotated[float, Field(gt=0)] = 1.0  # multiply coordinates by this to get metres
+
+
+MeshSpec = Annotated[LimbMesh | SphereMesh | SlabMesh | CylinderMesh | FileMesh, Field(discriminator="generator")]
+
+
+# ---------------------------------------------------------------------------------------- parameters
+class TissueParams(Strict):
+    """Per-region tissue parameters (SI after validation). Defaults: solver.parameters."""
+
+    K: Q(U.HYDRAULIC_CONDUCTIVITY, NonNeg)
+    Lp: Q(U.FILTRATION_COEFFICIENT, NonNeg)
+    S_V: Q(U.SURFACE_DENSITY, NonNeg)
+    sigma_p: Fraction
+    pi_v: Q(U.PRESSURE)
+    pi_i: Q(U.PRESSURE)
+    p_v: Q(U.PRESSURE)
+    LL: Q(U.LYMPH_COEFFICIENT, NonNeg)
+    p_L: Q(U.PRESSURE)
+    phi: Annotated[float, Field(gt=0, le=1)]
+    phi_c: Fraction
+    density: Q(U.DENSITY, Pos)
+    conductivity: Q(U.THERMAL_CONDUCTIVITY, Pos)
+    heat_capacity: Q(U.HEAT_CAPACITY, Pos)
+    perfusion: Q(U.SPECIFIC_PERFUSION, NonNeg)
+    metabolic_heat: Q(U.SPECIFIC_POWER, NonNeg)
+
+
+class AgentParams(Strict):
+    """Parameters of one drug agent (SI after validation)."""
+
+    D: Q(U.DIFFUSIVITY, Pos)
+    P: Q(U.PERMEABILITY, NonNeg)
+    sigma_d: Fraction
+    f_u: Fraction
+    half_life: Q(U.TIME, Pos)
+    Ea: Q(U.MOLAR_ENERGY, NonNeg)
+    k_up: Q(U.RATE, NonNeg)
+    kappa: Annotated[float, Field(gt=0)]
+    alkylation_half_life: Q(U.TIME, Pos)
+    molar_mass: Q(U.MOLAR_MASS, Pos)
+
+
+# ---------------------------------------------------------------------------------------- boundaries
+class NoFlux(Strict):
+    type: Literal["no_flux"]
+
+
+class FixedValue(Strict):
+    type: Literal["fixed"]
+    value: str  # converted by the equation that uses it (pressure, temperature or concentration)
+
+
+class Robin(Strict):
+    """-k dT/dn = h (T - T_ambient)."""
+
+    type: Literal["robin"]
+    h: Q(U.HEAT_TRANSFER, NonNeg)
+    ambient: Q(U.TEMPERATURE, Pos)
+
+
+class BoundarySpec(Strict):
+    pressure: Annotated[NoFlux | FixedValue, Field(discriminator="type")] | None = None
+    heat: Annotated[NoFlux | FixedValue | Robin, Field(discriminator="type")] | None = None
+    drug: Annotated[NoFlux | FixedValue, Field(discriminator="type")] | None = None
+
+
+# ------------------------------------------------------------------------------------------ protocol
+class TemperaturePoint(Strict):
+    time: Q(U.TIME, NonNeg)
+    value: Q(U.TEMPERATURE, Pos)
+
+
+class Dose(Strict):
+    """A bolus into the perfusate: an absolute amount or an amount per litre of limb volume."""
+
+    agent: str
+    time: Q(U.TIME, NonNeg)
+    amount: Q(U.MASS, Pos) | None = None
+    per_limb_volume: Q(U.CONCENTRATION, Pos) | None = None
+
+    @model_validator(mode="after")
+    def _one_amount(self) -> Dose:
+        if (self.amount is None) == (self.per_limb_volume is None):
+            raise ValueError("give exactly one of 'amount' or 'per_limb_volume'")
+        return self
+
+
+class TNF(Strict):
+    """TNF-alpha on tumour vessels (MODEL.md section 6). Factors multiply the tumour baseline values.
+
+    The interstitial pressure collapse is explicit: the effective tumour vascular pressure is lowered so
+    that the Baxter-Jain plateau pe falls by ``ifp_reduction`` (vascular collapse, blood flow drop),
+    and interstitial conductivity rises by ``conductivity_factor``.
+    """
+
+    dose: Q(U.MASS, Pos)
+    time: Q(U.TIME, NonNeg)
+    tau: Q(U.TIME, Pos)
+    permeability_factor: Annotated[float, Field(gt=0)] = 1.8  # Lp and P; uptake x1.8-3.1 [V]
+    reflection_factor: Annotated[float, Field(gt=0, le=1)] = 0.8  # sigma_p multiplier [A]
+    conductivity_factor: Annotated[float, Field(gt=0)] = 2.0  # K multiplier [A]
+    ifp_reduction: Annotated[float, Field(ge=0, lt=1)] = 0.8  # rat IFP -75 to -87 % [V]
+    flow_factor: Annotated[float, Field(gt=0)] = 0.56  # tumour flow at 1 h: 0.47-0.65 [V]
+
+
+class Blanket(Strict):
+    temperature: Q(U.TEMPERATURE, Pos)
+    h: Q(U.HEAT_TRANSFER, Pos)
+
+
+class Metabolism(Strict):
+    """ILI metabolic state (MODEL.md section 7)."""
+
+    oxygen_consumption: Q(U.VOLUME_RATE, NonNeg)  # O2 volume per tissue mass per time
+    initial_oxygen: Q(U.VOLUME, NonNeg)  # O2 stored in the trapped blood
+    buffer_capacity: Q(U.MOLAR_CONCENTRATION, Pos)  # mmol/L per pH unit, of the limb fluid
+    potentiation: Annotated[float, Field(ge=1)] = 1.0  # uptake factor at full acidosis
+
+
+class Protocol(Strict):
+    kind: Literal["ILP", "ILI"]
+    flow: Q(U.FLOW, NonNeg)
+    prime_volume: Q(U.VOLUME, Pos)
+    limb_blood_fraction: Annotated[float, Field(ge=0, le=0.3)] = 0.05  # limb blood volume / limb volume
+    perfusion_duration: Q(U.TIME, Pos)  # circulation from t = 0 to end of perfusion
+    washout_duration: Q(U.TIME, NonNeg)
+    washout_flow: Q(U.FLOW, NonNeg)
+    end_time: Q(U.TIME, Pos)  # end of the simulation
+    leak_rate: Q(U.RATE, NonNeg)  # fraction of perfusate volume per unit time exchanged with body
+    systemic_volume: Q(U.VOLUME, Pos)
+    systemic_clearance: Q(U.FLOW, NonNeg)
+    capillary_pressure: Q(U.PRESSURE) | None = None  # perfused p_v in normal tissue (ILP: 35 mmHg)
+    initial_temperature: Q(U.TEMPERATURE, Pos)
+    inflow_temperature: list[TemperaturePoint] = []  # perfusate schedule, piecewise linear
+    blanket: Blanket | None = None
+    doses: list[Dose]
+    tnf: TNF | None = None
+    metabolism: Metabolism | None = None
+
+    @model_validator(mode="after")
+    def _times(self) -> Protocol:
+        if self.end_time < self.perfusion_duration + self.washout_duration:
+            raise ValueError("end_time must cover perfusion_duration + washout_duration")
+        for dose in self.doses:
+            if dose.time >= self.perfusion_duration:
+                raise ValueError(f"dose of {dose.agent} at t={dose.time} s is after the perfusion ends")
+        return self
+
+
+# ---------------------------------------------------------------------------- physics, numerics, output
+class Physics(Strict):
+    pressure: bool = True
+    heat: Literal["off", "steady", "transient"] = "transient"
+    drug: bool = True
+    temperature_dependent_perfusion: bool = False
+
+
+class Numerics(Strict):
+    dt: Q(U.TIME, Pos)
+    degree: Annotated[int, Field(ge=1, le=2)] = 1
+    stabilisation: bool = True
+    petsc: dict[Literal["pressure", "heat", "transport"], dict[str, str | int | float | bool]] = {}
+
+
+class Output(Strict):
+    folder: str = "results"
+    interval: Q(U.TIME, Pos) | None = None
+    fields: list[Literal["p", "u", "T", "C", "C_c", "A", "AUC", "CEM43"]] = [
+        "p",
+        "u",
+        "T",
+        "C",
+        "C_c",
+        "A",
+        "AUC",
+        "CEM43",
+    ]
+
+
+class Case(Strict):
+    """A whole case, in SI units after validation."""
+
+    title: str
+    mesh: MeshSpec
+    tissue: dict[Literal[REGIONS], TissueParams] = {}  # type: ignore[valid-type]
+    agents: dict[str, AgentParams] = {}
+    boundaries: dict[str, BoundarySpec] = {}
+    protocol: Protocol | None = None
+    physics: Physics = Physics()
+    numerics: Numerics
+    output: Output = Output()
+
+    @model_validator(mode="after")
+    def _references(self) -> Case:
+        for dose in self.protocol.doses if self.protocol else []:
+            if dose.agent not in self.agents:
+                raise ValueError(f"dose names agent {dose.agent!r}, not among agents {sorted(self.agents)}")
+        return self
+
+
+# -------------------------------------------------------------------------------------------- loading
+def _with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
+    """Fill tissue parameters of every region and agent parameters of known agents from defaults."""
+    raw = dict(raw)
+    tissue = raw.get("tissue", {})
+    if isinstance(tissue, dict):
+        filled = {}
+        for region in REGIONS:
+            given = tissue.get(region, {})
+            filled[region] = {**TISSUE_DEFAULTS[region], **given} if isinstance(given, dict) else given
+        filled.update({k: v for k, v in tissue.items() if k not in REGIONS})  # rejected later
+        raw["tissue"] = filled
+    agents = raw.get("agents", {})
+    if isinstance(agents, dict):
+        raw["agents"] = {
+            name: {**AGENT_DEFAULTS.get(name, {}), **given} if isinstance(given, dict) else given
+            for name, given in agents.items()
+        }
+    return raw
+
+
+def _one_line(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{path}: unknown key '{loc}' (value {first['input']!r}); check the spelling or remove it"
+    if first["type"] == "missing":
+        return f"{path}: missing key '{loc}'"
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    return f"{path}: {loc}{shown}: {msg}"
+
+
+def parse_case(path: Path) -> Case:
+    """Read and validate a case file (serial; see :func:`load_case` for MPI)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "case.toml"
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise CaseError(f"{path}: cannot read case file: {err.strerror}") from None
+    try:
+        raw = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as err:
+        raise CaseError(f"{path}: TOML syntax error: {err}") from None
+    try:
+        case = Case.model_validate(_with_defaults(raw))
+    except ValidationError as err:
+        raise CaseError(_one_line(path, err, raw)) from None
+    if isinstance(case.mesh, FileMesh):
+        mesh_path = (path.parent / case.mesh.path).resolve()
+        if not mesh_path.is_file():
+            raise CaseError(f"{path}: mesh.path = {case.mesh.path!r}: mesh file not found ({mesh_path})")
+        case = case.model_copy(update={"mesh": case.mesh.model_copy(update={"path": str(mesh_path)})})
+    _check_names(path, case, raw)
+    return case
+
+
+def region_names(case: Case) -> tuple[str, ...]:
+    """Region names the case's mesh will carry."""
+    m = case.mesh
+    if isinstance(m, LimbMesh):
+        names = ["bone", "muscle", "fat", "skin"]
+        if m.sarcoma or m.nodules:
+            names.append("tumour")
+        if m.sarcoma and m.sarcoma.necrotic_fraction > 0:
+            names.append("necrosis")
+        return tuple(names)
+    if isinstance(m, SphereMesh):
+        return ("tumour", "muscle") if m.outer_radius else ("tumour",)
+    if isinstance(m, (SlabMesh, CylinderMesh)):
+        return (m.region,)
+    return tuple(m.regions)
+
+
+def boundary_names(case: Case) -> tuple[str, ...]:
+    """Boundary names the case's mesh will carry."""
+    m = case.mesh
+    if isinstance(m, (LimbMesh, CylinderMesh)):
+        return BOUNDARIES
+    if isinstance(m, SphereMesh):
+        return ("outer",)
+    if isinstance(m, SlabMesh):
+        return ("x0", "x1", "sides")
+    return tuple(m.boundaries)
+
+
+def _check_names(path: Path, case: Case, raw: dict[str, Any]) -> None:
+    """Regions and boundaries named in the case must exist in its mesh."""
+    present = region_names(case)
+    for name in raw.get("tissue", {}):
+        if name not in present:
+            raise CaseError(f"{path}: tissue.{name}: region {name!r} is not in this mesh; it has {list(present)}")
+    known = boundary_names(case)
+    for name in case.boundaries:
+        if name not in known:
+            raise CaseError(f"{path}: boundaries.{name}: unknown boundary {name!r}; this mesh has {list(known)}")
+
+
+def load_case(path: Path, comm: Any) -> Case:
+    """Read a case on rank 0 and broadcast it; raise the same :class:`CaseError` on every rank."""
+    result: Case | CaseError | None = None
+    if comm.rank == 0:
+        try:
+            result = parse_case(path)
+        except CaseError as err:
+            result = err
+    result = comm.bcast(result, root=0)
+    if isinstance(result, CaseError):
+        raise result
+    assert result is not None
+    return result
+
+
+# ------------------------------------------------------------------------------------------- printing
+def resolved(model: BaseModel, prefix: str = "") -> list[str]:
+    """Lines ``key = value unit`` of a validated model, SI units named from the schema metadata."""
+    lines = []
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        key = f"{prefix}{name}"
+        dims = [m for m in field.metadata if isinstance(m, U.Dimension)]
+        dims += [
+            m for a in _args(field.annotation) for m in getattr(a, "__metadata__", ()) if isinstance(m, U.Dimension)
+        ]
+        if isinstance(value, BaseModel):
+            lines += resolved(value, key + ".")
+        elif isinstance(value, dict) and value and isinstance(next(iter(value.values())), BaseModel):
+            for k, v in value.items():
+                lines += resolved(v, f"{key}.{k}.")
+        elif isinstance(value, list) and value and isinstance(value[0], BaseModel):
+            for i, v in enumerate(value):
+                lines += resolved(v, f"{key}[{i}].")
+        elif dims and value is not None:
+            shown = ", ".join(f"{v:.6g}" for v in value) if isinstance(value, tuple) else f"{value:.6g}"
+            lines.append(f"{key} = {shown} {dims[0].si_unit}")
+        else:
+            lines.append(f"{key} = {value!r}")
+    return lines
+
+
+def _args(annotation: Any) -> list[Any]:
+    from typing import get_args
+
+    out = []
+    stack = [annotation]
+    while stack:
+        a = stack.pop()
+        out.append(a)
+        stack.extend(get_args(a))
+    return out

@@ -1,0 +1,138 @@
+"""Default physical parameters (../shared/MODEL.md section 9), as unit strings with their sources.
+
+Tags: [V] read in a published source, [R] commonly quoted, not re-checked, [C] derived, [A] an
+assumption of ours, documented in docs/model.md. Every value can be overridden per region in a case.
+"""
+
+from __future__ import annotations
+
+REGIONS = ("tumour", "necrosis", "muscle", "fat", "skin", "bone")
+BOUNDARIES = ("skin_surface", "proximal", "distal")
+
+# Per-region tissue parameters. Keys are the case-file keys under [tissue.<region>].
+_NORMAL = {
+    "K": "6.4e-15 m^2/(Pa s)",  # Baxter & Jain 1989, muscle [R]
+    "Lp": "2.7e-12 m/(Pa s)",  # [R]
+    "S_V": "7.0e3 1/m",  # [R]
+    "sigma_p": 0.91,  # [R]
+    "pi_v": "20 mmHg",  # [R]
+    "pi_i": "10 mmHg",  # [R]; human subcutis 10-15 mmHg [V]
+    "p_v": "15.6 mmHg",  # effective capillary pressure at rest [R]
+    "LL": "1e-7 1/(Pa s)",  # [C] gives far-field IFP about 1 mmHg
+    "p_L": "0 mmHg",  # [A] lymphatic pressure
+    "phi": 0.2,  # interstitial volume fraction [A]
+    "phi_c": 0.7,  # cell volume fraction [A]
+    "density": "1090 kg/m^3",
+    "conductivity": "0.49 W/(m K)",
+    "heat_capacity": "3421 J/(kg K)",
+    "perfusion": "37 mL/(min kg)",  # baseline perfusion [R]
+    "metabolic_heat": "0.9 W/kg",  # [R]
+}
+
+TISSUE_DEFAULTS: dict[str, dict[str, object]] = {
+    "muscle": dict(_NORMAL),
+    "fat": {
+        **_NORMAL,
+        "density": "911 kg/m^3",
+        "conductivity": "0.21 W/(m K)",
+        "heat_capacity": "2348 J/(kg K)",
+        "perfusion": "33 mL/(min kg)",
+        "metabolic_heat": "0.3 W/kg",  # [A]
+    },
+    "skin": {
+        **_NORMAL,
+        "density": "1109 kg/m^3",
+        "conductivity": "0.37 W/(m K)",
+        "heat_capacity": "3391 J/(kg K)",
+        "perfusion": "106 mL/(min kg)",
+        "metabolic_heat": "0.9 W/kg",  # [A]
+    },
+    "bone": {
+        **_NORMAL,
+        "K": "1e-16 m^2/(Pa s)",  # [A] nearly impermeable cortical bone
+        "S_V": "1e3 1/m",  # [A]
+        "phi": 0.05,  # [A]
+        "phi_c": 0.1,  # [A]
+        "density": "1908 kg/m^3",
+        "conductivity": "0.32 W/(m K)",
+        "heat_capacity": "1313 J/(kg K)",
+        "perfusion": "10 mL/(min kg)",  # [A]
+        "metabolic_heat": "0.1 W/kg",  # [A]
+    },
+    "tumour": {
+        **_NORMAL,
+        "K": "3.1e-14 m^2/(Pa s)",  # Baxter & Jain 1989 [R]
+        "Lp": "2.1e-11 m/(Pa s)",  # [R]
+        "S_V": "2.0e4 1/m",  # [V]
+        "sigma_p": 0.82,  # [R]
+        "pi_v": "20 mmHg",
+        "pi_i": "15 mmHg",  # [R]
+        "p_v": "25 mmHg",  # [R]/[V] upper end: hypertensive tumour vessels
+        "LL": "0 1/(Pa s)",  # no functional lymphatics in tumour
+        "phi": 0.3,  # [A]
+        "phi_c": 0.6,  # [A]
+        "density": "1050 kg/m^3",
+        "conductivity": "0.52 W/(m K)",
+        "heat_capacity": "3540 J/(kg K)",
+        "perfusion": "47 mL/(min kg)",  # [C] Lang et al. 0.833 kg/(m^3 s) at 37 C
+        "metabolic_heat": "1.0 W/kg",  # [A]
+    },
+    "necrosis": {
+        **_NORMAL,
+        "K": "3.1e-14 m^2/(Pa s)",
+        "Lp": "0 m/(Pa s)",  # no vessels
+        "S_V": "0 1/m",
+        "LL": "0 1/(Pa s)",
+        "phi": 0.5,  # [A]
+        "phi_c": 0.2,  # [A]
+        "density": "1050 kg/m^3",
+        "conductivity": "0.52 W/(m K)",
+        "heat_capacity": "3540 J/(kg K)",
+        "perfusion": "0 mL/(min kg)",
+        "metabolic_heat": "0 W/kg",
+    },
+}
+
+# Drug agents. Keys are the case-file keys under [agents.<name>].
+AGENT_DEFAULTS: dict[str, dict[str, object]] = {
+    "melphalan": {
+        "D": "2.4e-10 m^2/s",  # [C] Swabb correlation
+        "P": "2.4e-8 m/s",  # [C] pore theory, weak
+        "sigma_d": 0.0,  # [C]
+        "f_u": 0.2,  # unbound fraction in blood/albumin perfusate [V] 0.1-0.3
+        "half_life": "66 min",  # hydrolysis at 37 C [V]
+        "Ea": "60.7 kJ/mol",  # [V]
+        "k_up": "1e-3 1/s",  # [A] membrane uptake rate (LAT1 transport)
+        "kappa": 2.0,  # [A] intracellular/extracellular equilibrium ratio
+        "alkylation_half_life": "120 min",  # [A] DNA alkylation of intracellular drug at 37 C
+        "molar_mass": "305.2 g/mol",  # [V]
+    },
+    "actinomycin_d": {
+        "D": "1.1e-10 m^2/s",  # [C] Stokes-Einstein from MW 1255
+        "P": "1.0e-8 m/s",  # [A]
+        "sigma_d": 0.0,
+        "f_u": 0.3,  # [A]
+        "half_life": "36 h",  # [A] chemically stable over a perfusion
+        "Ea": "50 kJ/mol",  # [A]
+        "k_up": "5e-4 1/s",  # [A]
+        "kappa": 5.0,  # [A] intercalator, accumulates in cells
+        "alkylation_half_life": "60 min",  # [A] binding to DNA
+        "molar_mass": "1255.4 g/mol",  # [V]
+    },
+    "doxorubicin": {
+        "D": "1.6e-10 m^2/s",  # [C]
+        "P": "1.5e-8 m/s",  # [A]
+        "sigma_d": 0.0,
+        "f_u": 0.25,  # [A]
+        "half_life": "24 h",  # [A]
+        "Ea": "50 kJ/mol",  # [A]
+        "k_up": "1e-3 1/s",  # [A]
+        "kappa": 10.0,  # [A]
+        "alkylation_half_life": "60 min",  # [A]
+        "molar_mass": "543.5 g/mol",  # [V]
+    },
+}
+
+BLOOD = {"density": "1060 kg/m^3", "heat_capacity": "3617 J/(kg K)"}  # [R]
+GAS_CONSTANT = 8.314462618  # J/(mol K)
+T_REF = 310.15  # K, 37 C: reference temperature of rate constants
