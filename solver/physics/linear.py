@@ -1,0 +1,112 @@
+"""A linear system built once and solved many times: the mechanism every equation uses.
+
+Forms are compiled once. The matrix (and so the preconditioner) is reassembled only when the caller says
+the operator changed (:meth:`LinearSystem.operator_changed`); each solve reassembles the right-hand side
+only. PETSc options live under one prefix per equation, defaults merged with the case's overrides.
+Every solve checks the converged reason and counts Krylov iterations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import dolfinx.fem.petsc as fem_petsc
+import numpy as np
+import ufl
+from dolfinx import fem, la
+from petsc4py import PETSc
+
+
+class SolveError(RuntimeError):
+    """A linear solve did not converge or produced a non-finite value."""
+
+
+class LinearSystem:
+    """``a(u, v) = L(v)`` with Dirichlet conditions ``bcs``, solved into ``u``."""
+
+    def __init__(
+        self,
+        a: ufl.Form,
+        L: ufl.Form | Sequence[ufl.Form],
+        u: fem.Function,
+        bcs: Sequence[fem.DirichletBC],
+        prefix: str,
+        options: dict[str, object],
+    ) -> None:
+        self.a = fem.form(a)
+        rhs = [L] if isinstance(L, ufl.Form) else list(L)
+        self.L = [fem.form(form) for form in rhs]
+        self.u = u
+        self.bcs = list(bcs)
+        self.prefix = prefix
+        self.A = fem_petsc.create_matrix(self.a)
+        self.b = fem_petsc.create_vector(u.function_space)
+        self.ksp = PETSc.KSP().create(u.function_space.mesh.comm)
+        self.ksp.setOptionsPrefix(prefix)
+        db = PETSc.Options()
+        for key, value in options.items():
+            db[f"{prefix}{key}"] = value
+        self.ksp.setFromOptions()
+        self.ksp.setOperators(self.A)
+        self.iterations: list[int] = []
+        self._assembled = False
+
+    def operator_changed(self) -> None:
+        """Mark the matrix stale: the next solve reassembles it and rebuilds the preconditioner."""
+        self._assembled = False
+
+    def _assemble_matrix(self) -> None:
+        self.A.zeroEntries()
+        fem_petsc.assemble_matrix(self.A, self.a, bcs=self.bcs)
+        self.A.assemble()
+        self.ksp.setOperators(self.A)
+        self._assembled = True
+
+    def solve(self, rhs: int = 0, out: fem.Function | None = None) -> fem.Function:
+        """Solve with right-hand side ``L[rhs]`` into ``out`` (default ``u``)."""
+        if not self._assembled:
+            self._assemble_matrix()
+        target = self.u if out is None else out
+        with self.b.localForm() as local:
+            local.set(0.0)
+        fem_petsc.assemble_vector(self.b, self.L[rhs])
+        fem_petsc.apply_lifting(self.b, [self.a], bcs=[self.bcs])
+        self.b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
+        for bc in self.bcs:
+            bc.set(self.b.array_w)
+        self.ksp.solve(self.b, target.x.petsc_vec)
+        target.x.scatter_forward()
+        reason = self.ksp.getConvergedReason()
+        self.iterations.append(self.ksp.getIterationNumber())
+        if reason <= 0:
+            raise SolveError(f"{self.prefix.rstrip('_')}: linear solver diverged (PETSc reason {reason})")
+        local_ok = bool(np.all(np.isfinite(target.x.array)))
+        if not target.function_space.mesh.comm.allreduce(local_ok, op=_land()):
+            raise SolveError(f"{self.prefix.rstrip('_')}: solution has non-finite values")
+        return target
+
+    def destroy(self) -> None:
+        self.ksp.destroy()
+        self.A.destroy()
+        self.b.destroy()
+
+
+def _land():
+    from mpi4py import MPI
+
+    return MPI.LAND
+
+
+def merged_options(defaults: dict[str, object], overrides: dict[str, object] | None) -> dict[str, object]:
+    """Per-equation PETSc options: the equation's defaults updated by the case's overrides."""
+    return {**defaults, **(overrides or {})}
+
+
+def scalar(comm, form: fem.Form) -> float:
+    """Assemble a scalar form and sum over ranks."""
+    from mpi4py import MPI
+
+    return comm.allreduce(fem.assemble_scalar(form), op=MPI.SUM)
+
+
+__all__ = ["LinearSystem", "SolveError", "merged_options", "scalar", "la"]
