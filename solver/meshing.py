@@ -13,6 +13,7 @@ import math
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from mpi4py import MPI
@@ -398,9 +399,9 @@ BUILDERS = {
 class TaggedMesh:
     """A distributed dolfinx mesh with region (cell) and boundary (facet) tags."""
 
-    mesh: object  # dolfinx.mesh.Mesh
-    cell_tags: object  # dolfinx.mesh.MeshTags, values REGION_IDS
-    facet_tags: object  # dolfinx.mesh.MeshTags, values BOUNDARY_IDS
+    mesh: Any  # dolfinx.mesh.Mesh
+    cell_tags: Any  # dolfinx.mesh.MeshTags, values REGION_IDS
+    facet_tags: Any  # dolfinx.mesh.MeshTags, values BOUNDARY_IDS
     regions: dict[str, int]  # present regions -> id
     boundaries: dict[str, int]  # present boundaries -> id
 

@@ -10,7 +10,7 @@ matrix and preconditioner are reused; ``operator_changed()`` is called when perf
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import ufl
 from dolfinx import fem
@@ -57,7 +57,7 @@ class Heat:
         ds: ufl.Measure | None = None,
         bcs: Sequence[fem.DirichletBC] = (),
         steady: bool = False,
-        petsc: dict[str, object] | None = None,
+        petsc: Mapping[str, object] | None = None,
         source: ufl.core.expr.Expr | None = None,
         prefix: str = "heat_",
     ) -> None:

@@ -9,7 +9,7 @@ Boundaries: no flux by default; ``fixed`` values are Dirichlet conditions.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import ufl
 from dolfinx import fem
@@ -42,7 +42,7 @@ class Pressure:
         LL: ufl.core.expr.Expr,
         p_L: ufl.core.expr.Expr,
         bcs: Sequence[fem.DirichletBC] = (),
-        petsc: dict[str, object] | None = None,
+        petsc: Mapping[str, object] | None = None,
         source: ufl.core.expr.Expr | None = None,
         prefix: str = "pressure_",
     ) -> None:

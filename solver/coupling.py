@@ -1,0 +1,250 @@
+"""The coupled model: builds every equation of a case on one mesh and wires them together.
+
+Fields shared between equations are dolfinx Functions owned by one equation and read by the others:
+pressure gives the Darcy flux u and filtration Jv to transport; heat gives T to the rate constants;
+the TNF switch and the protocol phase update DG0 parameter fields in place. The time loop lives in
+solver.simulation; this module holds no loop.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import ufl
+from dolfinx import fem
+
+from solver.case import AgentParams, Case, FixedValue, Robin
+from solver.meshing import TaggedMesh, region_volumes
+from solver.parameters import BLOOD, GAS_CONSTANT, T_REF
+from solver.physics import tnf as tnf_switch
+from solver.physics.circuit import Circuit
+from solver.physics.heat import Heat, RobinBoundary
+from solver.physics.materials import RegionFields
+from solver.physics.pressure import Pressure
+from solver.physics.transport import Exchange, Kinetics, Transport, arrhenius, stokes_einstein
+from solver.units import DENSITY, HEAT_CAPACITY, PRESSURE, TEMPERATURE
+
+
+@dataclass
+class Agent:
+    """One drug: its tissue problem, its circuit, and the dof maps of its three fields."""
+
+    name: str
+    params: AgentParams
+    transport: Transport
+    circuit: Circuit
+    dofs: tuple[np.ndarray, np.ndarray, np.ndarray]  # C, C_c, A dofs within the mixed space
+    hydrolysed_tissue: float = 0.0
+    lymph_to_systemic: float = 0.0
+    boundary_out: float = 0.0
+    auc_free: np.ndarray | None = None  # time integral of C at scalar dofs (kg s/m^3)
+    auc_cell: np.ndarray | None = None
+
+    def field(self, i: int) -> np.ndarray:
+        return self.transport.w.x.array[self.dofs[i]]
+
+
+class CoupledModel:
+    """Every equation of ``case`` on ``tm``, with the parameter fields they share."""
+
+    def __init__(self, case: Case, tm: TaggedMesh) -> None:
+        self.case, self.tm, self.comm = case, tm, tm.comm
+        msh = tm.mesh
+        self.degree = case.numerics.degree
+        self.V = fem.functionspace(msh, ("Lagrange", self.degree))
+        self.dt = fem.Constant(msh, case.numerics.dt)
+        self.ds = ufl.Measure("ds", domain=msh, subdomain_data=tm.facet_tags)
+        self.dx = ufl.Measure("dx", domain=msh, subdomain_data=tm.cell_tags)
+        self.volumes = region_volumes(tm)
+        self.limb_volume = sum(self.volumes.values())
+        protocol = case.protocol
+        tissue = dict(case.tissue)
+        if protocol and protocol.capillary_pressure is not None:  # perfusion raises capillary pressure
+            tissue = {r: p.model_copy(update={"p_v": protocol.capillary_pressure}) for r, p in tissue.items()}
+        self.tissue = tissue
+        self.mat = RegionFields(tm, tissue)
+        m = self.mat
+        m.fields["P_factor"] = m.make(dict.fromkeys(tm.regions, 1.0), "P_factor")
+        # baseline volumetric perfusion (1/s) = perfusion per mass * density
+        self.omega_base = {r: tissue[r].perfusion * tissue[r].density for r in tm.regions}
+        m.fields["omega"] = m.make(self.omega_base, "omega")
+        self.tnf_state = 0.0
+        self._build_pressure()
+        self._build_heat()
+        self.agents = (
+            [self._build_agent(name, params) for name, params in case.agents.items()]
+            if (case.physics.drug and protocol is not None)
+            else []
+        )
+
+    # ------------------------------------------------------------------------------------ equations
+    def _dirichlet(self, kind: str, dim) -> list[fem.DirichletBC]:
+        bcs = []
+        for name, spec in self.case.boundaries.items():
+            cond = getattr(spec, kind)
+            if isinstance(cond, FixedValue):
+                value = dim.to_si(cond.value)
+                facets = self.tm.facet_tags.find(self.tm.boundaries[name])
+                dofs = fem.locate_dofs_topological(self.V, 2, facets)
+                bcs.append(fem.dirichletbc(value, dofs, self.V))
+        return bcs
+
+    def _build_pressure(self) -> None:
+        m = self.mat
+        pe = m["p_v"] - m["sigma_p"] * (m["pi_v"] - m["pi_i"])
+        petsc = self.case.numerics.petsc.get("pressure")
+        self.pressure = Pressure(
+            self.V, m["K"], m["Lp"] * m["S_V"], pe, m["LL"], m["p_L"], self._dirichlet("pressure", PRESSURE), petsc
+        )
+
+    def _build_heat(self) -> None:
+        case, m = self.case, self.mat
+        T0 = case.protocol.initial_temperature if case.protocol else 310.15
+        self.T_a = fem.Constant(self.tm.mesh, self.inflow_temperature(0.0))
+        if case.physics.heat == "off":
+            self.heat = None
+            self.T = fem.Function(self.V, name="T")
+            self.T.x.array[:] = T0
+            return
+        robin = []
+        for name, spec in case.boundaries.items():
+            if isinstance(spec.heat, Robin):
+                robin.append(RobinBoundary(self.tm.mesh, self.tm.boundaries[name], spec.heat.h, spec.heat.ambient))
+        blanket = case.protocol.blanket if case.protocol else None
+        if blanket is not None:  # ILI warming blanket replaces any skin condition
+            robin = [r for r in robin if r.tag != self.tm.boundaries["skin_surface"]]
+            robin.append(
+                RobinBoundary(self.tm.mesh, self.tm.boundaries["skin_surface"], blanket.h, blanket.temperature)
+            )
+        rho_b_c_b = DENSITY.to_si(BLOOD["density"]) * HEAT_CAPACITY.to_si(BLOOD["heat_capacity"])
+        self.heat = Heat(
+            self.V,
+            rho_c=m["density"] * m["heat_capacity"],
+            k=m["conductivity"],
+            perfusion_coeff=rho_b_c_b * m["omega"],
+            T_a=self.T_a,
+            Q_m=m["metabolic_heat"] * m["density"],
+            dt=self.dt,
+            T_initial=T0,
+            robin=robin,
+            ds=self.ds,
+            bcs=self._dirichlet("heat", TEMPERATURE),
+            steady=case.physics.heat == "steady",
+            petsc=case.numerics.petsc.get("heat"),
+        )
+        self.T = self.heat.T
+
+    def _build_agent(self, name: str, params: AgentParams) -> Agent:
+        m, case = self.mat, self.case
+        protocol = case.protocol
+        assert protocol is not None
+        ln2 = math.log(2.0)
+        exchange = Exchange(
+            Jv=self.pressure.filtration(),
+            PS=params.P * m["P_factor"] * m["S_V"],
+            omega=m["omega"],
+            sigma_d=params.sigma_d,
+            f_u=params.f_u,
+        )
+        kinetics = Kinetics(
+            k_h=arrhenius(ln2 / params.half_life, params.Ea, self.T),
+            k_alk=arrhenius(ln2 / params.alkylation_half_life, params.Ea, self.T),
+            k_up=params.k_up,
+            kappa=params.kappa,
+            D=stokes_einstein(params.D, self.T),
+        )
+        transport = Transport(
+            self.tm.mesh,
+            self.degree,
+            m["phi"],
+            m["phi_c"],
+            self.pressure.u,
+            self.pressure.lymph(),
+            exchange,
+            kinetics,
+            self.dt,
+            stabilisation=case.numerics.stabilisation,
+            petsc=case.numerics.petsc.get("transport"),
+            prefix=f"transport_{name}_",
+            ds=self.ds,
+        )
+        V_p = protocol.prime_volume + protocol.limb_blood_fraction * self.limb_volume
+        circuit = Circuit(V_p=V_p, V_s=protocol.systemic_volume, clearance=protocol.systemic_clearance)
+        dofs = tuple(np.asarray(transport.W.sub(i).collapse()[1], dtype=np.int64).ravel() for i in range(3))
+        agent = Agent(name, params, transport, circuit, dofs)  # type: ignore[arg-type]
+        n = len(dofs[0])
+        agent.auc_free, agent.auc_cell = np.zeros(n), np.zeros(n)
+        return agent
+
+    # -------------------------------------------------------------------------------------- protocol
+    def inflow_temperature(self, t: float) -> float:
+        """Heat-exchanger outlet temperature (K) at time t, piecewise linear; 37 C after perfusion."""
+        protocol = self.case.protocol
+        if protocol is None or not protocol.inflow_temperature:
+            return 310.15
+        times = [p.time for p in protocol.inflow_temperature]
+        values = [p.value for p in protocol.inflow_temperature]
+        return float(np.interp(t, times, values))
+
+    def flow(self, t: float) -> float:
+        """Circuit flow through the limb (m^3/s) at time t: pump, then washout, then none."""
+        p = self.case.protocol
+        if p is None:
+            return 0.0
+        if t <= p.perfusion_duration:
+            return p.flow
+        if t <= p.perfusion_duration + p.washout_duration:
+            return p.washout_flow
+        return 0.0
+
+    def set_time(self, t: float) -> bool:
+        """Set every time-dependent input to its value at t. Returns True when vascular properties changed
+        (pressure must be re-solved and operators reassembled)."""
+        changed = False
+        self.T_a.value = self.inflow_temperature(t)
+        p = self.case.protocol
+        tumour = "tumour" in self.tm.regions
+        flow_factor = 1.0
+        if p is not None and p.tnf is not None and tumour:
+            s = tnf_switch.progress(p.tnf, t)
+            if abs(s - self.tnf_state) > 1e-6:
+                values = tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], s)
+                for key in ("Lp", "sigma_p", "K", "p_v"):
+                    self.mat.set(key, "tumour", values[key])
+                self.mat.set("P_factor", "tumour", values["P_factor"])
+                self.tnf_state = s
+                changed = True
+            flow_factor = tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], s)["flow_factor"]
+        omega = self.perfusion(t, flow_factor)
+        old = self.mat["omega"].x.array.copy()
+        for region, value in omega.items():
+            self.mat.set("omega", region, value)
+        if not np.array_equal(old, self.mat["omega"].x.array):
+            changed = True
+        return changed
+
+    def perfusion(self, t: float, tumour_flow_factor: float = 1.0) -> dict[str, float]:
+        """Volumetric plasma flow per region (1/s): circuit flow shared by baseline weights; baseline
+        perfusion when no circuit runs."""
+        Q = self.flow(t)
+        weights = dict(self.omega_base)
+        if "tumour" in weights:
+            weights["tumour"] *= tumour_flow_factor
+        if Q <= 0.0:
+            return weights
+        total = sum(self.omega_base[r] * self.volumes[r] for r in weights)
+        return {r: w * Q / total for r, w in weights.items()}
+
+    def dose_amount(self, per_limb_volume: float | None, amount: float | None) -> float:
+        """A dose in kg: absolute, or per unit limb volume (seed 003 doses per litre of limb)."""
+        return amount if amount is not None else float(per_limb_volume) * self.limb_volume  # type: ignore[arg-type]
+
+    def perfusate_rate(self, params: AgentParams, t: float) -> float:
+        """Hydrolysis rate in the perfusate (1/s) at the inflow temperature."""
+        T = self.inflow_temperature(t)
+        return math.log(2.0) / params.half_life * math.exp(-params.Ea / GAS_CONSTANT * (1.0 / T - 1.0 / T_REF))
+
+
+__all__ = ["CoupledModel", "Agent"]

@@ -1,0 +1,411 @@
+"""The time loop: protocol events as exact step milestones, the order of operations of one step,
+step cut-back on failure, running outcomes (AUC, CEM43) and the drug balance.
+
+One step from t to t + dt:
+  1. events at t: drug boluses into the perfusate;
+  2. inputs at t + dt: inflow temperature, circuit flow, TNF state; when vascular properties changed the
+     pressure is re-solved (and the Darcy flux with it) and operators are marked for reassembly;
+  3. heat (backward Euler), then for each agent the tissue drug solved by superposition and the circuit
+     solved implicitly with it (solver.physics.circuit);
+  4. on a failed or non-finite solve: undo, halve dt, retry (at most ``MAX_CUTS`` times);
+  5. accumulate AUC, CEM43 and the balance terms; write outputs at their times.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import ufl
+from dolfinx import fem
+from mpi4py import MPI
+
+from solver import meshing
+from solver.case import Case
+from solver.coupling import Agent, CoupledModel
+from solver.output import FieldWriter, SeriesTable, write_json
+from solver.physics.linear import SolveError, scalar
+
+MAX_CUTS = 5
+T_43 = 316.15  # K
+
+
+@dataclass
+class Milestones:
+    """Event times (s) the step sequence must land on exactly."""
+
+    times: list[float]
+
+    @classmethod
+    def of(cls, case: Case, end: float) -> Milestones:
+        times = {end}
+        p = case.protocol
+        if p is not None:
+            times.update(d.time for d in p.doses)
+            times.update([p.perfusion_duration, p.perfusion_duration + p.washout_duration])
+            if p.tnf is not None:
+                times.add(p.tnf.time)
+            times.update(pt.time for pt in p.inflow_temperature)
+        if case.output.interval:
+            n = int(math.floor(end / case.output.interval + 1e-9))
+            times.update(case.output.interval * k for k in range(1, n + 1))
+        return cls(sorted(t for t in times if 0 < t <= end))
+
+    def next_after(self, t: float) -> float:
+        for m in self.times:
+            if m > t * (1 + 1e-12) + 1e-9:
+                return m
+        return self.times[-1]
+
+
+@dataclass
+class RunResult:
+    summary: dict
+    series: list[dict[str, float]]
+    steps: int
+    wall_seconds: float
+    iterations: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+class Simulation:
+    """Runs a :class:`CoupledModel` through its protocol."""
+
+    def __init__(self, model: CoupledModel, folder: Path | None = None, quiet: bool = True) -> None:
+        self.model, self.folder, self.quiet = model, folder, quiet
+        self.comm = model.comm
+        case = model.case
+        self.end = case.protocol.end_time if case.protocol else case.numerics.dt
+        self.milestones = Milestones.of(case, self.end)
+        self.cem43 = np.zeros_like(model.T.x.array)
+        self.table = SeriesTable(self.comm, folder / "timeseries.csv") if folder else None
+        self.writer = None
+        self.outputs = self._output_functions()
+        if folder is not None:
+            self.writer = FieldWriter(self.comm, folder, list(self.outputs.values()))
+        self.region_dofs = self._region_dofs()
+        self.dx = model.dx
+        self._mean_forms: dict[tuple[str, str], fem.Form] = {}
+        self.pressure_history: list[tuple[float, float]] = []
+        self.rows_cache: list[dict[str, float]] = []
+        self.phase_seconds = {"pressure": 0.0, "heat": 0.0, "transport": 0.0, "output": 0.0}
+
+    # --------------------------------------------------------------------------------------- outputs
+    def _output_functions(self) -> dict[str, fem.Function]:
+        m = self.model
+        out: dict[str, fem.Function] = {"p": m.pressure.p, "u": m.pressure.u, "T": m.T}
+        cem = fem.Function(m.V, name="CEM43")
+        out["CEM43"] = cem
+        for a in m.agents:
+            for key in ("C", "C_c", "A", "AUC"):
+                out[f"{key}_{a.name}"] = fem.Function(m.V, name=f"{key}_{a.name}")
+        wanted = set(m.case.output.fields)
+        return {k: f for k, f in out.items() if k.split("_")[0] in wanted or k in wanted}
+
+    def _refresh_outputs(self) -> None:
+        o = self.outputs
+        if "CEM43" in o:
+            o["CEM43"].x.array[:] = self.cem43
+        for a in self.model.agents:
+            for key, values in (("C", a.field(0)), ("C_c", a.field(1)), ("A", a.field(2)), ("AUC", a.auc_free)):
+                if f"{key}_{a.name}" in o:
+                    o[f"{key}_{a.name}"].x.array[:] = values
+
+    def _region_dofs(self) -> dict[str, np.ndarray]:
+        dofmap = self.model.V.dofmap
+        return {r: np.unique(dofmap.list[cells].ravel()) for r, cells in self.model.mat.cells.items()}
+
+    def region_mean(self, region: str, expr, name: str) -> float:
+        """Volume mean of ``expr`` over a region; the form is compiled once per (region, name)."""
+        vol = self.model.volumes[region]
+        key = (region, name)
+        if key not in self._mean_forms:
+            self._mean_forms[key] = fem.form(expr * self.dx(self.model.tm.regions[region]))
+        return scalar(self.comm, self._mean_forms[key]) / vol
+
+    def region_max(self, region: str, values: np.ndarray) -> float:
+        dofs = self.region_dofs[region]
+        local = float(values[dofs].max()) if dofs.size else -np.inf
+        return self.comm.allreduce(local, op=MPI.MAX)
+
+    # ------------------------------------------------------------------------------------------ step
+    def _step(self, t: float, dt: float) -> None:
+        """Advance all equations from t to t + dt (raises SolveError on failure)."""
+        m = self.model
+        m.dt.value = dt
+        start = time.perf_counter()
+        if m.set_time(t + dt):
+            m.pressure.solve()
+            for a in m.agents:
+                a.transport.operator_changed()
+            if m.heat is not None:
+                m.heat.operator_changed()
+        self.phase_seconds["pressure"] += time.perf_counter() - start
+        start = time.perf_counter()
+        if m.heat is not None:
+            if abs(dt - self._last_dt) > 1e-12 * dt:
+                m.heat.operator_changed()
+            if m.case.physics.heat == "transient" or t == 0.0:
+                m.heat.step()
+        self.phase_seconds["heat"] += time.perf_counter() - start
+        start = time.perf_counter()
+        p = m.case.protocol
+        Q_wash = (
+            p.washout_flow
+            if p and p.perfusion_duration < t + dt <= p.perfusion_duration + p.washout_duration + 1e-9
+            else 0.0
+        )
+        leak_rate = p.leak_rate if p is not None else 0.0  # fraction of perfusate volume per second
+        for a in m.agents:
+            tr = a.transport
+            tr.operator_changed()  # rate constants follow T; D follows T
+            tr.solve_split()
+            vascular = tr.rate_split("vascular_in")
+            lymph = tr.rate_split("lymph_out")
+            k_h = m.perfusate_rate(a.params, t + dt)
+            V_leak = leak_rate * a.circuit.V_p  # leak flow (m^3/s)
+            C_p, C_s = a.circuit.solve(dt, k_h, V_leak, Q_wash, vascular, lymph)
+            if not (math.isfinite(C_p) and math.isfinite(C_s)):
+                raise SolveError(f"circuit of {a.name}: non-finite concentration")
+            tr.combine(C_p)
+            a.circuit.accept(C_p, C_s, dt, k_h, V_leak, Q_wash)
+            a.hydrolysed_tissue += dt * tr.amount("hydrolysis")
+            a.lymph_to_systemic += dt * tr.amount("lymph_out")
+            a.boundary_out += dt * tr.amount("boundary_out")
+        self.phase_seconds["transport"] += time.perf_counter() - start
+
+    def _accept(self, dt: float) -> None:
+        m = self.model
+        for a in m.agents:
+            a.transport.advance()
+            a.auc_free += dt * a.field(0)  # type: ignore[operator]
+            a.auc_cell += dt * a.field(1)  # type: ignore[operator]
+        T = m.T.x.array
+        R = np.where(T >= T_43, 0.5, 0.25)
+        self.cem43 += (dt / 60.0) * R ** (T_43 - T)
+
+    def _undo(self) -> None:
+        m = self.model
+        for a in m.agents:
+            a.transport.undo()
+        if m.heat is not None:
+            m.heat.undo()
+
+    def run(self) -> RunResult:
+        m = self.model
+        wall = time.perf_counter()
+        t, steps = 0.0, 0
+        self._last_dt = m.case.numerics.dt
+        m.set_time(0.0)
+        m.pressure.solve()
+        self._record(0.0)
+        doses_done: set[int] = set()
+        while t < self.end * (1 - 1e-12):
+            p = m.case.protocol
+            for i, d in enumerate(p.doses if p else []):
+                if i not in doses_done and d.time <= t + 1e-9:
+                    agent = next(a for a in m.agents if a.name == d.agent)
+                    agent.circuit.dose(m.dose_amount(d.per_limb_volume, d.amount))
+                    doses_done.add(i)
+            target = self.milestones.next_after(t)
+            dt = min(m.case.numerics.dt, target - t)
+            if target - t - dt < 1e-6 * dt:  # do not leave a sliver before a milestone
+                dt = target - t
+            for cut in range(MAX_CUTS + 1):
+                try:
+                    self._step(t, dt)
+                    break
+                except SolveError as err:
+                    self._undo()
+                    if cut == MAX_CUTS:
+                        raise SolveError(f"t = {t / 60:.2f} min: {err}; gave up after {MAX_CUTS} cut-backs") from None
+                    dt *= 0.5
+            self._last_dt = dt
+            self._accept(dt)
+            t += dt
+            steps += 1
+            if abs(t - target) < 1e-9 * max(1.0, target):
+                t = target
+            self._record(t)
+        if self.writer:
+            self.writer.close()
+        summary = self.summary()
+        summary["steps"] = steps
+        summary["wall_seconds"] = time.perf_counter() - wall
+        summary["phase_seconds"] = self.phase_seconds
+        summary["krylov_iterations"] = self.iterations()
+        return RunResult(summary, self._rows(), steps, summary["wall_seconds"], self.iterations())
+
+    def iterations(self) -> dict[str, dict[str, float]]:
+        m = self.model
+        systems = {"pressure": m.pressure.system}
+        if m.heat is not None:
+            systems["heat"] = m.heat.system
+        for a in m.agents:
+            systems[f"transport_{a.name}"] = a.transport.system
+        return {
+            k: {
+                "solves": len(s.iterations),
+                "mean": float(np.mean(s.iterations)) if s.iterations else 0.0,
+                "max": int(max(s.iterations)) if s.iterations else 0,
+            }
+            for k, s in systems.items()
+        }
+
+    # --------------------------------------------------------------------------------------- records
+    def balance(self, a: Agent) -> dict[str, float]:
+        """Where the dose of agent ``a`` is now (kg), and the relative balance error."""
+        inv = a.transport.inventory()
+        c = a.circuit
+        parts = {
+            **c.amounts(),
+            "tissue_free": inv["free"],
+            "tissue_cellular": inv["cellular"],
+            "tissue_bound": inv["bound"],
+            "hydrolysed_tissue": a.hydrolysed_tissue,
+            "hydrolysed_perfusate": c.totals["perfusate_hydrolysed"],
+            "cleared": c.totals["cleared"],
+            "washed_out": c.totals["washed_out"],
+            "boundary_out": a.boundary_out,
+        }
+        dosed = c.totals["dosed"]
+        accounted = sum(parts.values())
+        parts["dosed"] = dosed
+        parts["relative_error"] = abs(dosed - accounted) / dosed if dosed > 0 else 0.0
+        return parts
+
+    def _record(self, t: float) -> None:
+        m = self.model
+        row: dict[str, float] = {"time_min": t / 60.0}
+        row["inflow_temperature_degC"] = m.inflow_temperature(t) - 273.15
+        for region in m.tm.regions:
+            row[f"T_{region}_mean_degC"] = self.region_mean(region, m.T, "T") - 273.15
+        if "tumour" in m.tm.regions:
+            row["p_tumour_mean_Pa"] = self.region_mean("tumour", m.pressure.p, "p")
+            self.pressure_history.append((t, row["p_tumour_mean_Pa"]))
+        for a in m.agents:
+            b = self.balance(a)
+            C = ufl.split(a.transport.w)[0]
+            row[f"{a.name}_perfusate_mg_per_L"] = a.circuit.C_p * 1e3
+            row[f"{a.name}_systemic_mg_per_L"] = a.circuit.C_s * 1e3
+            dosed = b["dosed"]
+            row[f"{a.name}_leak_fraction"] = self._leak(a) / dosed if dosed > 0 else 0.0
+            for region in ("tumour", "muscle", "skin"):
+                if region in m.tm.regions:
+                    row[f"{a.name}_C_{region}_mean_mg_per_L"] = self.region_mean(region, C, f"C_{a.name}") * 1e3
+            row[f"{a.name}_balance_relative_error"] = b["relative_error"]
+        if self.table:
+            self.table.append(row)
+        else:
+            self.rows_cache.append(row)
+        if self.writer and (t == 0.0 or self._is_output_time(t)):
+            start = time.perf_counter()
+            self._refresh_outputs()
+            self.writer.write(t)
+            self.phase_seconds["output"] += time.perf_counter() - start
+        if not self.quiet and self.comm.rank == 0 and self._is_output_time(t):
+            extra = ""
+            if m.agents:
+                a = m.agents[0]
+                extra = f"  perfusate {a.name} {row[f'{a.name}_perfusate_mg_per_L']:.3g} mg/L"
+            print(f"  t = {t / 60:6.1f} min{extra}", flush=True)
+
+    def _is_output_time(self, t: float) -> bool:
+        interval = self.model.case.output.interval
+        if interval is None:
+            return abs(t - self.end) < 1e-9
+        k = round(t / interval)
+        return abs(t - k * interval) < 1e-6 * interval or abs(t - self.end) < 1e-9
+
+    def _leak(self, a: Agent) -> float:
+        """Drug that reached the body (kg): net leak through the circuit plus lymph."""
+        return a.circuit.totals["leaked"] + a.lymph_to_systemic
+
+    def summary(self) -> dict:
+        m = self.model
+        s: dict = {"title": m.case.title, "limb_volume_m3": m.limb_volume, "agents": {}, "regions": {}}
+        primary = m.agents[0] if m.agents else None
+        for a in m.agents:
+            b = self.balance(a)
+            s["agents"][a.name] = {
+                "dose_kg": b["dosed"],
+                "balance_kg": b,
+                "drug_balance_relative_error": b["relative_error"],
+                "systemic_leak_fraction": self._leak(a) / b["dosed"] if b["dosed"] else 0.0,
+                "peak_systemic_mg_per_L": max(r.get(f"{a.name}_systemic_mg_per_L", 0.0) for r in self._rows()),
+            }
+        s["drug_balance_relative_error"] = max(
+            (v["drug_balance_relative_error"] for v in s["agents"].values()), default=0.0
+        )
+        s["systemic_leak_fraction"] = s["agents"][primary.name]["systemic_leak_fraction"] if primary else 0.0
+        auc_f = fem.Function(m.V)
+        auc_c = fem.Function(m.V)
+        if primary is not None:
+            auc_f.x.array[:] = primary.auc_free
+            auc_c.x.array[:] = primary.auc_cell
+        for region, vol in m.volumes.items():
+            entry = {
+                "volume_m3": vol,
+                "pressure_mean_Pa": self.region_mean(region, m.pressure.p, "p"),
+                "temperature_max_degC": self.region_max(region, m.T.x.array) - 273.15,
+                "cem43_max_min": self.region_max(region, self.cem43),
+            }
+            if primary is not None:
+                A = ufl.split(primary.transport.w)[2]
+                entry["auc_free_mean"] = self.region_mean(region, auc_f, "auc_free")
+                entry["auc_cell_mean"] = self.region_mean(region, auc_c, "auc_cell")
+                entry["adducts_mean"] = self.region_mean(region, A, "adducts")
+            s["regions"][region] = entry
+        if primary is not None:
+            s["primary_agent"] = primary.name
+            s["units"] = {"auc_free_mean": "kg s/m^3", "auc_cell_mean": "kg s/m^3", "adducts_mean": "kg/m^3"}
+        return s
+
+    def _rows(self) -> list[dict[str, float]]:
+        return self.table.rows if self.table else self.rows_cache
+
+
+def run_case(
+    case: Case, case_path: Path, folder: Path, comm: MPI.Comm, force: bool = False, quiet: bool = False
+) -> RunResult:
+    """Mesh, build, run and write a case into ``folder`` (refused if it exists, unless ``force``)."""
+    from solver.cli import refuse_if
+
+    problem = None
+    if comm.rank == 0:
+        if folder.exists() and any(folder.iterdir()) and not force:
+            problem = f"results folder {folder} exists and is not empty; pass --force to overwrite it"
+    refuse_if(comm, problem)
+    if comm.rank == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+    comm.barrier()
+    say = (lambda text: print(text, flush=True)) if comm.rank == 0 and not quiet else (lambda text: None)
+    start = time.perf_counter()
+    say(f"isolimb: {case.title} on {comm.size} rank(s)")
+    tm = meshing.generate(case, comm)
+    meshing.write_mesh(tm, folder)
+    stats = meshing.mesh_statistics(tm)
+    mesh_seconds = time.perf_counter() - start
+    say(f"  mesh: {stats['cells']} cells, {stats['vertices']} vertices ({mesh_seconds:.1f} s)")
+    model = CoupledModel(case, tm)
+    dofs = {"pressure": model.V.dofmap.index_map.size_global}
+    for a in model.agents:
+        dofs[f"transport_{a.name}"] = a.transport.W.dofmap.index_map.size_global * 1
+    say(f"  dofs: {dofs}")
+    sim = Simulation(model, folder, quiet=quiet)
+    result = sim.run()
+    result.summary["mesh"] = {**stats, "seconds": mesh_seconds}
+    result.summary["dofs"] = dofs
+    result.summary["ranks"] = comm.size
+    write_json(comm, folder / "summary.json", result.summary)
+    write_json(comm, folder / "case_resolved.json", json.loads(case.model_dump_json()))
+    s = result.summary
+    headline = f"balance error {s['drug_balance_relative_error']:.1e}, leak {100 * s['systemic_leak_fraction']:.2f} %"
+    if "tumour" in s["regions"] and model.agents:
+        auc = s["regions"]["tumour"]["auc_free_mean"] * 1e3 / 60.0
+        headline += f", tumour free-drug AUC {auc:.1f} mg min/L"
+    say(f"isolimb: done in {time.perf_counter() - start:.0f} s; {headline}; results in {folder}/")
+    return result
