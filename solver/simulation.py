@@ -34,6 +34,13 @@ MAX_CUTS = 5
 T_43 = 316.15  # K
 
 
+def cem43_increment(T: np.ndarray, dt: float) -> np.ndarray:
+    """Thermal dose added in dt seconds at temperatures T (K), in equivalent minutes at 43 C
+    (Sapareto & Dewey 1984: R = 0.5 at or above 43 C, 0.25 below)."""
+    R = np.where(T >= T_43, 0.5, 0.25)
+    return (dt / 60.0) * R ** (T_43 - T)
+
+
 @dataclass
 class Milestones:
     """Event times (s) the step sequence must land on exactly."""
@@ -183,9 +190,7 @@ class Simulation:
             a.transport.advance()
             a.auc_free += dt * a.field(0)  # type: ignore[operator]
             a.auc_cell += dt * a.field(1)  # type: ignore[operator]
-        T = m.T.x.array
-        R = np.where(T >= T_43, 0.5, 0.25)
-        self.cem43 += (dt / 60.0) * R ** (T_43 - T)
+        self.cem43 += cem43_increment(m.T.x.array, dt)
 
     def _undo(self) -> None:
         m = self.model

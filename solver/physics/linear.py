@@ -48,7 +48,7 @@ class LinearSystem:
         self.ksp.setOptionsPrefix(prefix)
         db = PETSc.Options()
         for key, value in options.items():
-            db[f"{prefix}{key}"] = value
+            db[f"{prefix}{key}"] = value  # type: ignore[index]
         self.ksp.setFromOptions()
         self.ksp.setOperators(self.A)
         self.iterations: list[int] = []
@@ -80,7 +80,7 @@ class LinearSystem:
         x = target.x.petsc_vec
         self.ksp.solve(self.b, x)
         iterations = self.ksp.getIterationNumber()
-        reason = int(self.ksp.getConvergedReason())
+        reason = int(self.ksp.getConvergedReason())  # type: ignore[call-overload]
         # Check the true residual; refine when the Krylov estimate was wrong (seen with GMRES/ASM on
         # the badly scaled transport system). The drug balance is only as good as this residual.
         b_norm = self.b.norm()
@@ -91,7 +91,7 @@ class LinearSystem:
             if reason <= 0 or residual.norm() <= TRUE_RESIDUAL_RTOL * b_norm:
                 break
             self.ksp.solve(residual, correction)
-            reason = int(self.ksp.getConvergedReason())
+            reason = int(self.ksp.getConvergedReason())  # type: ignore[call-overload]
             iterations += self.ksp.getIterationNumber()
             x.axpy(1.0, correction)
         else:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import basix.ufl
 import ufl
 from dolfinx import fem
+from mpi4py import MPI
 
 from solver.parameters import GAS_CONSTANT, T_REF
 from solver.physics.linear import LinearSystem, merged_options, scalar
@@ -165,6 +166,12 @@ class Transport:
             unit += a_ex * streamline * dx
             if sources is not None:
                 old += sources[0] * streamline * dx
+        # Scale the equations by dt0 / (mean cell volume): entries become O(1) instead of ~1e-20, which
+        # PETSc's absolute ILU zero-pivot test (1e-12) and GMRES's residual estimate both need.
+        n_cells = mesh.topology.index_map(mesh.topology.dim).size_global
+        volume = mesh.comm.allreduce(fem.assemble_scalar(fem.form(fem.Constant(mesh, 1.0) * dx)), op=MPI.SUM)
+        scale = fem.Constant(mesh, float(dt.value) * n_cells / volume)
+        a, old, unit = scale * a, scale * old, scale * unit
         self.bcs = list(bcs_factory(self.W, self.C_p) if bcs_factory else [])
         opts = merged_options(DEFAULT_OPTIONS, petsc)
         # right-hand sides: old state only, unit perfusate only, and both with the current C_p
