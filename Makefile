@@ -21,8 +21,8 @@ run: $(BIN)/isolimb
 	$(BIN)/mpiexec -n $(NP) $(BIN)/isolimb run $(CASE) --force
 
 lint: $(BIN)/isolimb
-	$(BIN)/ruff check solver tests hpc
-	$(BIN)/ruff format --check solver tests hpc
+	$(BIN)/ruff check solver tests
+	$(BIN)/ruff format --check solver tests
 	$(BIN)/mypy
 
 test-serial: $(BIN)/isolimb
