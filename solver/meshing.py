@@ -341,6 +341,11 @@ def nodule_centres(spec: LimbMesh, geo: LimbGeometry) -> list[np.ndarray]:
     return out
 
 
+def _uniform_size(gmsh, h: float) -> None:
+    gmsh.option.setNumber("Mesh.MeshSizeMax", h)
+    gmsh.option.setNumber("Mesh.MeshSizeMin", h)
+
+
 def build_sphere(gmsh, spec: SphereMesh) -> None:
     occ = gmsh.model.occ
     if spec.outer_radius is not None and spec.outer_radius <= spec.radius:
@@ -355,9 +360,7 @@ def build_sphere(gmsh, spec: SphereMesh) -> None:
     else:
         volumes = _fragment_and_tag(gmsh, pieces)
     _tag_groups(gmsh, volumes, lambda x: "outer")
-    h = spec.cell_size * spec.size_factor
-    gmsh.option.setNumber("Mesh.MeshSizeMax", h)
-    gmsh.option.setNumber("Mesh.MeshSizeMin", h)
+    _uniform_size(gmsh, spec.cell_size * spec.size_factor)
 
 
 def build_slab(gmsh, spec: SlabMesh) -> None:
@@ -366,9 +369,7 @@ def build_slab(gmsh, spec: SlabMesh) -> None:
     gmsh.model.occ.synchronize()
     tol = 1e-9 * lx
     _tag_groups(gmsh, {spec.region: [tag]}, lambda x: "x0" if x[0] < tol else "x1" if x[0] > lx - tol else "sides")
-    h = spec.cell_size * spec.size_factor
-    gmsh.option.setNumber("Mesh.MeshSizeMax", h)
-    gmsh.option.setNumber("Mesh.MeshSizeMin", h)
+    _uniform_size(gmsh, spec.cell_size * spec.size_factor)
 
 
 def build_cylinder(gmsh, spec: CylinderMesh) -> None:
@@ -381,9 +382,7 @@ def build_cylinder(gmsh, spec: CylinderMesh) -> None:
         {spec.region: [tag]},
         lambda x: "distal" if abs(x[2]) < tol else "proximal" if abs(x[2] - L) < tol else "skin_surface",
     )
-    h = spec.cell_size * spec.size_factor
-    gmsh.option.setNumber("Mesh.MeshSizeMax", h)
-    gmsh.option.setNumber("Mesh.MeshSizeMin", h)
+    _uniform_size(gmsh, spec.cell_size * spec.size_factor)
 
 
 BUILDERS = {
@@ -575,30 +574,28 @@ def read_mesh(folder: Path, comm: MPI.Comm) -> TaggedMesh:
 
 
 # ----------------------------------------------------------------------------------------- statistics
-def region_volumes(tm: TaggedMesh) -> dict[str, float]:
-    """Volume of each region in m^3 (global, allreduced)."""
+def _tag_measures(tm: TaggedMesh, integral: str) -> dict[str, float]:
+    """Measure (volume "dx" or area "ds", SI) of each named region or boundary, summed over ranks."""
     import ufl
     from dolfinx import fem
 
-    dx = ufl.Measure("dx", domain=tm.mesh, subdomain_data=tm.cell_tags)
+    tags, names = (tm.cell_tags, tm.regions) if integral == "dx" else (tm.facet_tags, tm.boundaries)
+    measure = ufl.Measure(integral, domain=tm.mesh, subdomain_data=tags)
     one = fem.Constant(tm.mesh, 1.0)
     return {
-        name: tm.comm.allreduce(fem.assemble_scalar(fem.form(one * dx(i))), op=MPI.SUM)
-        for name, i in tm.regions.items()
+        name: tm.comm.allreduce(fem.assemble_scalar(fem.form(one * measure(i))), op=MPI.SUM)
+        for name, i in names.items()
     }
+
+
+def region_volumes(tm: TaggedMesh) -> dict[str, float]:
+    """Volume of each region in m^3 (global, allreduced)."""
+    return _tag_measures(tm, "dx")
 
 
 def boundary_areas(tm: TaggedMesh) -> dict[str, float]:
     """Area of each named boundary in m^2 (global)."""
-    import ufl
-    from dolfinx import fem
-
-    ds = ufl.Measure("ds", domain=tm.mesh, subdomain_data=tm.facet_tags)
-    one = fem.Constant(tm.mesh, 1.0)
-    return {
-        name: tm.comm.allreduce(fem.assemble_scalar(fem.form(one * ds(i))), op=MPI.SUM)
-        for name, i in tm.boundaries.items()
-    }
+    return _tag_measures(tm, "ds")
 
 
 def mesh_statistics(tm: TaggedMesh) -> dict[str, object]:
