@@ -416,6 +416,12 @@ def _check_names(path: Path, case: Case, raw: dict[str, Any]) -> None:
         if name not in present:
             raise CaseError(f"{path}: tissue.{name}: region {name!r} is not in this mesh; it has {list(present)}")
     known = boundary_names(case)
+    for name, spec in case.boundaries.items():
+        if isinstance(spec.drug, FixedValue):
+            raise CaseError(
+                f"{path}: boundaries.{name}.drug: fixed drug values are not supported by the coupled solver yet;"
+                " use no_flux"
+            )
     for name in case.boundaries:
         if name not in known:
             raise CaseError(f"{path}: boundaries.{name}: unknown boundary {name!r}; this mesh has {list(known)}")

@@ -57,6 +57,13 @@ MALFORMED = [
         "region 'tumour' is not in this mesh",
     ),
     ("unknown boundary", VALID + "[boundaries.skin]\n", "unknown boundary 'skin'"),
+    (
+        "fixed drug boundary",
+        VALID.replace(
+            "[agents.melphalan]", "[boundaries.x0]\ndrug = { type = 'fixed', value = '1 mg/L' }\n[agents.melphalan]"
+        ),
+        "boundaries.x0.drug",
+    ),
     ("toml syntax", VALID + "[numerics\n", "TOML syntax error"),
     (
         "missing mesh file",
