@@ -71,7 +71,11 @@ def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
 
     case = load_case(Path(args.case), comm)
     folder = Path(args.output) if args.output else Path(case.output.folder)
-    run_case(case, Path(args.case), folder, comm, force=args.force, quiet=args.quiet)
+    occupied = comm.rank == 0 and folder.exists() and any(folder.iterdir()) and not args.force
+    refuse_if(
+        comm, f"results folder {folder} exists and is not empty; pass --force to overwrite it" if occupied else None
+    )
+    run_case(case, folder, comm, quiet=args.quiet)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -180,7 +180,8 @@ class CoupledModel:
 
     # -------------------------------------------------------------------------------------- protocol
     def inflow_temperature(self, t: float) -> float:
-        """Heat-exchanger outlet temperature (K) at time t, piecewise linear; 37 C after perfusion."""
+        """Heat-exchanger outlet temperature (K) at time t: the case's schedule, piecewise linear and held
+        constant beyond its ends; 37 C when the case gives none."""
         protocol = self.case.protocol
         if protocol is None or not protocol.inflow_temperature:
             return 310.15
@@ -199,30 +200,28 @@ class CoupledModel:
             return p.washout_flow
         return 0.0
 
-    def set_time(self, t: float) -> bool:
-        """Set every time-dependent input to its value at t. Returns True when vascular properties changed
-        (pressure must be re-solved and operators reassembled)."""
-        changed = False
+    def set_time(self, t: float) -> set[str]:
+        """Set every time-dependent input to its value at t. Returns what changed: "vascular" (tumour
+        vessel properties: pressure must be re-solved) and/or "perfusion" (omega: heat and transport
+        operators change)."""
+        changed: set[str] = set()
         self.T_a.value = self.inflow_temperature(t)
         p = self.case.protocol
-        tumour = "tumour" in self.tm.regions
         flow_factor = 1.0
-        if p is not None and p.tnf is not None and tumour:
+        if p is not None and p.tnf is not None and "tumour" in self.tm.regions:
             s = tnf_switch.progress(p.tnf, t)
+            values = tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], s)
+            flow_factor = values["flow_factor"]
             if abs(s - self.tnf_state) > 1e-6:
-                values = tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], s)
-                for key in ("Lp", "sigma_p", "K", "p_v"):
+                for key in ("Lp", "sigma_p", "K", "p_v", "P_factor"):
                     self.mat.set(key, "tumour", values[key])
-                self.mat.set("P_factor", "tumour", values["P_factor"])
                 self.tnf_state = s
-                changed = True
-            flow_factor = tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], s)["flow_factor"]
-        omega = self.perfusion(t, flow_factor)
+                changed.add("vascular")
         old = self.mat["omega"].x.array.copy()
-        for region, value in omega.items():
+        for region, value in self.perfusion(t, flow_factor).items():
             self.mat.set("omega", region, value)
         if not np.array_equal(old, self.mat["omega"].x.array):
-            changed = True
+            changed.add("perfusion")
         return changed
 
     def perfusion(self, t: float, tumour_flow_factor: float = 1.0) -> dict[str, float]:

@@ -1,5 +1,5 @@
-"""Writers: ParaView fields (VTX .bp, one writer per element family), the time-series CSV and JSON
-summaries, written atomically. Physics modules know nothing of file formats.
+"""Writers: ParaView fields (VTX .bp, one writer per element family), the time-series CSV (appended
+row by row) and JSON summaries (written atomically). Physics modules know nothing of file formats.
 """
 
 from __future__ import annotations
@@ -43,20 +43,27 @@ class FieldWriter:
 
 
 class SeriesTable:
-    """A CSV time series written by rank 0, rewritten atomically after every row."""
+    """A CSV time series: rank 0 writes the header once, then appends and flushes one row per call."""
 
     def __init__(self, comm: MPI.Comm, path: Path) -> None:
         self.comm, self.path = comm, path
-        self.rows: list[dict[str, float]] = []
+        self._writer: csv.DictWriter | None = None
+        self._file: io.TextIOWrapper | None = None
 
     def append(self, row: dict[str, float]) -> None:
-        self.rows.append(row)
-        if self.comm.rank == 0:
-            buffer = io.StringIO()
-            writer = csv.DictWriter(buffer, fieldnames=list(self.rows[0]))
-            writer.writeheader()
-            writer.writerows(self.rows)
-            write_atomic(self.path, buffer.getvalue())
+        if self.comm.rank != 0:
+            return
+        if self._writer is None:
+            self._file = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
+            self._writer = csv.DictWriter(self._file, fieldnames=list(row))
+            self._writer.writeheader()
+        self._writer.writerow(row)
+        assert self._file is not None
+        self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
 
 
 def write_json(comm: MPI.Comm, path: Path, data: dict) -> None:

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -71,11 +71,8 @@ class Milestones:
 
 @dataclass
 class RunResult:
-    summary: dict
-    series: list[dict[str, float]]
-    steps: int
-    wall_seconds: float
-    iterations: dict[str, dict[str, float]] = field(default_factory=dict)
+    summary: dict  # what summary.json holds
+    series: list[dict[str, float]]  # the time-series rows
 
 
 class Simulation:
@@ -97,20 +94,23 @@ class Simulation:
         self.dx = model.dx
         self._mean_forms: dict[tuple[str, str], fem.Form] = {}
         self.pressure_history: list[tuple[float, float]] = []
-        self.rows_cache: list[dict[str, float]] = []
+        self.rows: list[dict[str, float]] = []
         self.phase_seconds = {"pressure": 0.0, "heat": 0.0, "transport": 0.0, "output": 0.0}
 
     # --------------------------------------------------------------------------------------- outputs
     def _output_functions(self) -> dict[str, fem.Function]:
         m = self.model
-        out: dict[str, fem.Function] = {"p": m.pressure.p, "u": m.pressure.u, "T": m.T}
-        cem = fem.Function(m.V, name="CEM43")
-        out["CEM43"] = cem
+        wanted = set(m.case.output.fields)
+        out: dict[str, fem.Function] = {
+            k: f for k, f in (("p", m.pressure.p), ("u", m.pressure.u), ("T", m.T)) if k in wanted
+        }
+        if "CEM43" in wanted:
+            out["CEM43"] = fem.Function(m.V, name="CEM43")
         for a in m.agents:
             for key in ("C", "C_c", "A", "AUC"):
-                out[f"{key}_{a.name}"] = fem.Function(m.V, name=f"{key}_{a.name}")
-        wanted = set(m.case.output.fields)
-        return {k: f for k, f in out.items() if k.split("_")[0] in wanted or k in wanted}
+                if key in wanted:
+                    out[f"{key}_{a.name}"] = fem.Function(m.V, name=f"{key}_{a.name}")
+        return out
 
     def _refresh_outputs(self) -> None:
         o = self.outputs
@@ -142,47 +142,59 @@ class Simulation:
     def _step(self, t: float, dt: float) -> None:
         """Advance all equations from t to t + dt (raises SolveError on failure)."""
         m = self.model
+        dt_changed = dt != m.dt.value
         m.dt.value = dt
         start = time.perf_counter()
-        if m.set_time(t + dt):
+        changed = m.set_time(t + dt)
+        if "vascular" in changed:
             m.pressure.solve()
-            for a in m.agents:
-                a.transport.operator_changed()
-            if m.heat is not None:
-                m.heat.operator_changed()
         self.phase_seconds["pressure"] += time.perf_counter() - start
         start = time.perf_counter()
         if m.heat is not None:
-            if abs(dt - self._last_dt) > 1e-12 * dt:
+            if "perfusion" in changed or dt_changed:
                 m.heat.operator_changed()
-            if m.case.physics.heat == "transient" or t == 0.0:
-                m.heat.step()
+            m.heat.step()  # a steady problem is re-solved too: T_a and omega follow the protocol
         self.phase_seconds["heat"] += time.perf_counter() - start
         start = time.perf_counter()
         p = m.case.protocol
-        Q_wash = (
-            p.washout_flow
-            if p and p.perfusion_duration < t + dt <= p.perfusion_duration + p.washout_duration + 1e-9
-            else 0.0
-        )
-        leak_rate = p.leak_rate if p is not None else 0.0  # fraction of perfusate volume per second
+        assert p is not None or not m.agents
         for a in m.agents:
+            assert p is not None
+            washing = p.perfusion_duration < t + dt <= p.perfusion_duration + p.washout_duration + 1e-9
+            Q_wash = p.washout_flow if washing else 0.0
+            Q_leak = p.leak_rate * a.circuit.V_p  # leak flow (m^3/s): a fraction of perfusate volume per time
             tr = a.transport
-            tr.operator_changed()  # rate constants follow T; D follows T
+            tr.operator_changed()  # every step: rate constants and D follow T, exchange follows p and omega
             tr.solve_split()
             vascular = tr.rate_split("vascular_in")
             lymph = tr.rate_split("lymph_out")
             k_h = m.perfusate_rate(a.params, t + dt)
-            V_leak = leak_rate * a.circuit.V_p  # leak flow (m^3/s)
-            C_p, C_s = a.circuit.solve(dt, k_h, V_leak, Q_wash, vascular, lymph)
+            C_p, C_s = a.circuit.solve(dt, k_h, Q_leak, Q_wash, vascular, lymph)
             if not (math.isfinite(C_p) and math.isfinite(C_s)):
                 raise SolveError(f"circuit of {a.name}: non-finite concentration")
             tr.combine(C_p)
-            a.circuit.accept(C_p, C_s, dt, k_h, V_leak, Q_wash)
+            a.circuit.accept(C_p, C_s, dt, k_h, Q_leak, Q_wash)
             a.hydrolysed_tissue += dt * tr.amount("hydrolysis")
             a.lymph_to_systemic += dt * tr.amount("lymph_out")
             a.boundary_out += dt * tr.amount("boundary_out")
         self.phase_seconds["transport"] += time.perf_counter() - start
+
+    def _snapshot(self) -> list:
+        """Everything a step changes, to restore when the step is retried with a shorter dt."""
+        m = self.model
+        state: list = [m.T.x.array.copy()]
+        for a in m.agents:
+            c = a.circuit
+            state.append((c.C_p, c.C_s, dict(c.totals), a.hydrolysed_tissue, a.lymph_to_systemic, a.boundary_out))
+        return state
+
+    def _restore(self, state: list) -> None:
+        m = self.model
+        m.T.x.array[:] = state[0]
+        for a, (C_p, C_s, totals, hydrolysed, lymph, boundary) in zip(m.agents, state[1:], strict=True):
+            a.circuit.C_p, a.circuit.C_s, a.circuit.totals = C_p, C_s, totals
+            a.hydrolysed_tissue, a.lymph_to_systemic, a.boundary_out = hydrolysed, lymph, boundary
+            a.transport.w.x.array[:] = a.transport.w_old.x.array  # w_old is only replaced on accept
 
     def _accept(self, dt: float) -> None:
         m = self.model
@@ -192,25 +204,17 @@ class Simulation:
             a.auc_cell += dt * a.field(1)  # type: ignore[operator]
         self.cem43 += cem43_increment(m.T.x.array, dt)
 
-    def _undo(self) -> None:
-        m = self.model
-        for a in m.agents:
-            a.transport.undo()
-        if m.heat is not None:
-            m.heat.undo()
-
     def run(self) -> RunResult:
         m = self.model
         wall = time.perf_counter()
         t, steps = 0.0, 0
-        self._last_dt = m.case.numerics.dt
         m.set_time(0.0)
         m.pressure.solve()
         self._record(0.0)
         doses_done: set[int] = set()
         while t < self.end * (1 - 1e-12):
             p = m.case.protocol
-            for i, d in enumerate(p.doses if p else []):
+            for i, d in enumerate(p.doses if p and m.agents else []):  # no agents when physics.drug is off
                 if i not in doses_done and d.time <= t + 1e-9:
                     agent = next(a for a in m.agents if a.name == d.agent)
                     agent.circuit.dose(m.dose_amount(d.per_limb_volume, d.amount))
@@ -219,16 +223,16 @@ class Simulation:
             dt = min(m.case.numerics.dt, target - t)
             if target - t - dt < 1e-6 * dt:  # do not leave a sliver before a milestone
                 dt = target - t
+            state = self._snapshot()
             for cut in range(MAX_CUTS + 1):
                 try:
                     self._step(t, dt)
                     break
                 except SolveError as err:
-                    self._undo()
+                    self._restore(state)
                     if cut == MAX_CUTS:
                         raise SolveError(f"t = {t / 60:.2f} min: {err}; gave up after {MAX_CUTS} cut-backs") from None
                     dt *= 0.5
-            self._last_dt = dt
             self._accept(dt)
             t += dt
             steps += 1
@@ -237,12 +241,14 @@ class Simulation:
             self._record(t)
         if self.writer:
             self.writer.close()
+        if self.table:
+            self.table.close()
         summary = self.summary()
         summary["steps"] = steps
         summary["wall_seconds"] = time.perf_counter() - wall
         summary["phase_seconds"] = self.phase_seconds
         summary["krylov_iterations"] = self.iterations()
-        return RunResult(summary, self._rows(), steps, summary["wall_seconds"], self.iterations())
+        return RunResult(summary, self.rows)
 
     def iterations(self) -> dict[str, dict[str, float]]:
         m = self.model
@@ -302,10 +308,9 @@ class Simulation:
                 if region in m.tm.regions:
                     row[f"{a.name}_C_{region}_mean_mg_per_L"] = self.region_mean(region, C, f"C_{a.name}") * 1e3
             row[f"{a.name}_balance_relative_error"] = b["relative_error"]
+        self.rows.append(row)
         if self.table:
             self.table.append(row)
-        else:
-            self.rows_cache.append(row)
         if self.writer and (t == 0.0 or self._is_output_time(t)):
             start = time.perf_counter()
             self._refresh_outputs()
@@ -340,7 +345,7 @@ class Simulation:
                 "balance_kg": b,
                 "drug_balance_relative_error": b["relative_error"],
                 "systemic_leak_fraction": self._leak(a) / b["dosed"] if b["dosed"] else 0.0,
-                "peak_systemic_mg_per_L": max(r.get(f"{a.name}_systemic_mg_per_L", 0.0) for r in self._rows()),
+                "peak_systemic_mg_per_L": max(r.get(f"{a.name}_systemic_mg_per_L", 0.0) for r in self.rows),
             }
         s["drug_balance_relative_error"] = max(
             (v["drug_balance_relative_error"] for v in s["agents"].values()), default=0.0
@@ -369,21 +374,9 @@ class Simulation:
             s["units"] = {"auc_free_mean": "kg s/m^3", "auc_cell_mean": "kg s/m^3", "adducts_mean": "kg/m^3"}
         return s
 
-    def _rows(self) -> list[dict[str, float]]:
-        return self.table.rows if self.table else self.rows_cache
 
-
-def run_case(
-    case: Case, case_path: Path, folder: Path, comm: MPI.Comm, force: bool = False, quiet: bool = False
-) -> RunResult:
-    """Mesh, build, run and write a case into ``folder`` (refused if it exists, unless ``force``)."""
-    from solver.cli import refuse_if
-
-    problem = None
-    if comm.rank == 0:
-        if folder.exists() and any(folder.iterdir()) and not force:
-            problem = f"results folder {folder} exists and is not empty; pass --force to overwrite it"
-    refuse_if(comm, problem)
+def run_case(case: Case, folder: Path, comm: MPI.Comm, quiet: bool = False) -> RunResult:
+    """Mesh, build, run and write a case into ``folder`` (the caller decides whether it may be written)."""
     if comm.rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
     comm.barrier()
@@ -398,7 +391,7 @@ def run_case(
     model = CoupledModel(case, tm)
     dofs = {"pressure": model.V.dofmap.index_map.size_global}
     for a in model.agents:
-        dofs[f"transport_{a.name}"] = a.transport.W.dofmap.index_map.size_global * 1
+        dofs[f"transport_{a.name}"] = a.transport.W.dofmap.index_map.size_global
     say(f"  dofs: {dofs}")
     sim = Simulation(model, folder, quiet=quiet)
     result = sim.run()

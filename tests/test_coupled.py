@@ -14,7 +14,7 @@ from solver.case import parse_case
 from solver.coupling import CoupledModel
 from solver.simulation import Simulation
 
-from .conftest import CASES, ROOT
+from .conftest import CASES, ROOT, write_case
 
 
 def _run(case, comm):
@@ -132,3 +132,35 @@ def test_existing_results_are_refused(tmp_path):
     )
     assert proc.returncode == 2 and "exists" in proc.stderr and "Traceback" not in proc.stderr
     assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_failed_step_is_rolled_back_and_retried(comm, shared_tmp):
+    """A solve failing midway through a step (after the first agent's circuit accepted it) is undone
+    completely and retried with half the step: one extra step, and both balances still close."""
+    from solver.physics.linear import SolveError
+
+    text = (CASES / "student-small" / "case.toml").read_text()
+    text = text.replace("[agents.melphalan]", "[agents.melphalan]\n[agents.actinomycin_d]")
+    text = text.replace('dt = "1 min"', 'dt = "5 min"')
+    text += '\n[[protocol.doses]]\nagent = "actinomycin_d"\ntime = "5 min"\nper_limb_volume = "0.5 mg/L"\n'
+    case = parse_case(write_case(shared_tmp / "two", text))
+    _, plain = _run(case, comm)
+
+    model = CoupledModel(case, meshing.generate(case, comm))
+    second = model.agents[1].transport.system
+    original, calls = second.solve, {"n": 0}
+
+    def flaky(rhs=0, out=None):
+        calls["n"] += 1
+        if calls["n"] == 5:  # third step, after the doses: agent 1 has already accepted this step
+            raise SolveError("injected failure")
+        return original(rhs, out)
+
+    second.solve = flaky
+    sim = Simulation(model)
+    result = sim.run()
+    assert result.summary["steps"] == plain.summary["steps"] + 1
+    for name in ("melphalan", "actinomycin_d"):
+        assert result.summary["agents"][name]["drug_balance_relative_error"] < 1e-6
+        dose = plain.summary["agents"][name]["dose_kg"]
+        assert result.summary["agents"][name]["dose_kg"] == pytest.approx(dose, rel=1e-12)

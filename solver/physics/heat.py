@@ -89,7 +89,3 @@ class Heat:
 
     def operator_changed(self) -> None:
         self.system.operator_changed()
-
-    def undo(self) -> None:
-        """Restore the state before the last step (used when a coupled step is retried)."""
-        self.T.x.array[:] = self.T_old.x.array

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 import dolfinx.fem.petsc as fem_petsc
 import numpy as np
 import ufl
-from dolfinx import fem, la
+from dolfinx import fem
+from mpi4py import MPI
 from petsc4py import PETSc
 
 TRUE_RESIDUAL_RTOL = 1e-9  # accepted ||b - A x|| / ||b||
@@ -51,6 +52,8 @@ class LinearSystem:
             db[f"{prefix}{key}"] = value  # type: ignore[index]
         self.ksp.setFromOptions()
         self.ksp.setOperators(self.A)
+        self._residual = self.b.duplicate()  # work vectors of the true-residual check
+        self._correction = self.b.duplicate()
         self.iterations: list[int] = []
         self._assembled = False
 
@@ -84,7 +87,7 @@ class LinearSystem:
         # Check the true residual; refine when the Krylov estimate was wrong (seen with GMRES/ASM on
         # the badly scaled transport system). The drug balance is only as good as this residual.
         b_norm = self.b.norm()
-        residual, correction = self.b.duplicate(), x.duplicate()
+        residual, correction = self._residual, self._correction
         for _ in range(MAX_REFINEMENTS):
             self.A.mult(x, residual)
             residual.aypx(-1.0, self.b)  # residual = b - A x
@@ -99,27 +102,18 @@ class LinearSystem:
             residual.aypx(-1.0, self.b)
             if residual.norm() > TRUE_RESIDUAL_RTOL * b_norm:
                 reason = -100
-        residual.destroy()
-        correction.destroy()
         target.x.scatter_forward()
         self.iterations.append(iterations)
         if reason <= 0:
             raise SolveError(f"{self.prefix.rstrip('_')}: linear solver diverged (PETSc reason {reason})")
         local_ok = bool(np.all(np.isfinite(target.x.array)))
-        if not target.function_space.mesh.comm.allreduce(local_ok, op=_land()):
+        if not target.function_space.mesh.comm.allreduce(local_ok, op=MPI.LAND):
             raise SolveError(f"{self.prefix.rstrip('_')}: solution has non-finite values")
         return target
 
     def destroy(self) -> None:
-        self.ksp.destroy()
-        self.A.destroy()
-        self.b.destroy()
-
-
-def _land():
-    from mpi4py import MPI
-
-    return MPI.LAND
+        for obj in (self.ksp, self.A, self.b, self._residual, self._correction):
+            obj.destroy()
 
 
 def merged_options(defaults: Mapping[str, object], overrides: Mapping[str, object] | None) -> dict[str, object]:
@@ -129,9 +123,7 @@ def merged_options(defaults: Mapping[str, object], overrides: Mapping[str, objec
 
 def scalar(comm, form: fem.Form) -> float:
     """Assemble a scalar form and sum over ranks."""
-    from mpi4py import MPI
-
     return comm.allreduce(fem.assemble_scalar(form), op=MPI.SUM)
 
 
-__all__ = ["LinearSystem", "SolveError", "merged_options", "scalar", "la"]
+__all__ = ["LinearSystem", "SolveError", "merged_options", "scalar"]

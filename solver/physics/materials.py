@@ -12,7 +12,7 @@ import numpy as np
 from dolfinx import fem
 
 from solver.case import TissueParams
-from solver.meshing import TaggedMesh
+from solver.meshing import MeshError, TaggedMesh
 
 
 class RegionFields:
@@ -25,9 +25,9 @@ class RegionFields:
         tags = np.full(n_local, -1, dtype=np.int32)
         tags[tm.cell_tags.indices] = tm.cell_tags.values
         self.cells = {name: np.flatnonzero(tags == rid).astype(np.int32) for name, rid in tm.regions.items()}
-        untagged = np.flatnonzero(tags < 0)
-        if untagged.size and tm.comm.allreduce(untagged.size) > 0:
-            raise ValueError(f"{untagged.size} cells carry no region tag")
+        untagged = tm.comm.allreduce(int(np.count_nonzero(tags < 0)))  # collective on every rank
+        if untagged:
+            raise MeshError(f"{untagged} cells carry no region tag: every cell must belong to a named region")
         self.tissue = {name: tissue[name] for name in tm.regions}
         self.fields: dict[str, fem.Function] = {}
         for key in TissueParams.model_fields:

@@ -36,6 +36,6 @@ def tumour_values(tnf: TNF, base: TissueParams, s: float) -> dict[str, float]:
         "sigma_p": sigma,
         "K": base.K * ramp(tnf.conductivity_factor),
         "p_v": pe_0 * (1.0 - tnf.ifp_reduction * s) + sigma * (base.pi_v - base.pi_i),
-        "P_factor": ramp(tnf.permeability_factor),
+        "P_factor": ramp(tnf.permeability_factor),  # multiplies the drug's vascular permeability P
         "flow_factor": ramp(tnf.flow_factor),
     }

@@ -189,7 +189,6 @@ class Transport:
             "hydrolysis": fem.form((phi * k.k_h * C_ + phi_c * k.k_h * Cc_) * dx),
             "boundary_out": fem.form(outflow * C_ * ds_all),
         }
-        self._linear_in_cp = ("vascular_in", "lymph_out")
 
     # --------------------------------------------------------------------------------------- stepping
     def operator_changed(self) -> None:
@@ -226,9 +225,6 @@ class Transport:
     def advance(self) -> None:
         """Accept the step: the new state becomes the old state."""
         self.w_old.x.array[:] = self.w.x.array
-
-    def undo(self) -> None:
-        self.w.x.array[:] = self.w_old.x.array
 
     def amount(self, name: str) -> float:
         """A functional of the current state (kg or kg/s), summed over ranks."""
