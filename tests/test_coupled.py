@@ -164,3 +164,17 @@ def test_failed_step_is_rolled_back_and_retried(comm, shared_tmp):
         assert result.summary["agents"][name]["drug_balance_relative_error"] < 1e-6
         dose = plain.summary["agents"][name]["dose_kg"]
         assert result.summary["agents"][name]["dose_kg"] == pytest.approx(dose, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_default_case_end_to_end(comm):
+    """The default case (TM-ILP leg, seed 003): balance within 1e-6, TNF pressure collapse, plausible leak."""
+    case = parse_case(CASES / "ilp-tm-sarcoma-leg")
+    sim, result = _run(case, comm)
+    s = result.summary
+    assert s["drug_balance_relative_error"] < 1e-6
+    assert 0.0 < s["systemic_leak_fraction"] < 0.3
+    history = dict(sim.pressure_history)
+    assert history[case.protocol.end_time] < 0.5 * history[0.0]  # ifp_reduction 0.8, tau 15 min, 80 min
+    assert s["regions"]["tumour"]["auc_free_mean"] > s["regions"]["necrosis"]["auc_free_mean"]  # no vessels
+    assert 37.5 < s["regions"]["muscle"]["temperature_max_degC"] < 39.5 + 1e-9  # heated by the 39.5 C inflow
