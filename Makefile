@@ -25,11 +25,12 @@ lint: $(BIN)/isolimb
 	$(BIN)/ruff format --check solver tests
 	$(BIN)/mypy
 
+# A hang (ranks disagreeing about a collective) must fail the run, not eat CI's time: bound each phase.
 test-serial: $(BIN)/isolimb
-	$(BIN)/python -m pytest -q
+	timeout 1500 $(BIN)/python -m pytest -q
 
 test-mpi: $(BIN)/isolimb
-	$(BIN)/mpiexec -n 2 $(BIN)/python -m pytest -q -m "not serial" -p no:cacheprovider tests
+	timeout 1500 $(BIN)/mpiexec -n 2 $(BIN)/python -m pytest -q -m "not serial" -p no:cacheprovider tests
 
 test: lint test-serial test-mpi
 

@@ -231,12 +231,15 @@ class Blanket(Strict):
 
 
 class Metabolism(Strict):
-    """ILI metabolic state (MODEL.md section 7)."""
+    """ILI metabolic state (MODEL.md section 7; solver.physics.metabolism)."""
 
-    oxygen_consumption: Q(U.VOLUME_RATE, NonNeg)  # O2 volume per tissue mass per time
-    initial_oxygen: Q(U.VOLUME, NonNeg)  # O2 stored in the trapped blood
-    buffer_capacity: Q(U.MOLAR_CONCENTRATION, Pos)  # mmol/L per pH unit, of the limb fluid
-    potentiation: Annotated[float, Field(ge=1)] = 1.0  # uptake factor at full acidosis
+    oxygen_consumption: Q(U.VOLUME_RATE, NonNeg)  # O2 (STP volume) per tissue mass per time, at 37 C
+    initial_oxygen: Q(U.VOLUME, NonNeg)  # O2 (STP volume) in the trapped blood at the start
+    buffer_capacity: Q(U.MOLAR_CONCENTRATION, Pos)  # of the circulating volume, per pH unit
+    lactate_per_oxygen: Annotated[float, Field(gt=0)] = 0.33  # mol lactic acid per mol O2 shortfall [C]
+    initial_ph: Annotated[float, Field(gt=6, lt=8)] = 7.4
+    q10: Annotated[float, Field(ge=1)] = 2.0  # temperature factor of O2 demand per 10 K [R]
+    potentiation: Annotated[float, Field(ge=1)] = 1.0  # uptake factor at full acidosis (1: off)
 
 
 class Protocol(Strict):
@@ -416,6 +419,10 @@ def _check_names(path: Path, case: Case, raw: dict[str, Any]) -> None:
         if name not in present:
             raise CaseError(f"{path}: tissue.{name}: region {name!r} is not in this mesh; it has {list(present)}")
     known = boundary_names(case)
+    if case.protocol and case.protocol.blanket and "skin_surface" not in known:
+        raise CaseError(
+            f"{path}: protocol.blanket: the warming blanket needs a 'skin_surface'; this mesh has {list(known)}"
+        )
     for name, spec in case.boundaries.items():
         if isinstance(spec.drug, FixedValue):
             raise CaseError(

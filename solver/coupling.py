@@ -22,6 +22,7 @@ from solver.physics import tnf as tnf_switch
 from solver.physics.circuit import Circuit
 from solver.physics.heat import Heat, RobinBoundary
 from solver.physics.materials import RegionFields
+from solver.physics.metabolism import MetabolicState
 from solver.physics.pressure import Pressure
 from solver.physics.transport import Exchange, Kinetics, Transport, arrhenius, stokes_einstein
 from solver.units import DENSITY, HEAT_CAPACITY, PRESSURE, TEMPERATURE
@@ -70,7 +71,19 @@ class CoupledModel:
         # baseline volumetric perfusion (1/s) = perfusion per mass * density
         self.omega_base = {r: tissue[r].perfusion * tissue[r].density for r in tm.regions}
         m.fields["omega"] = m.make(self.omega_base, "omega")
+        self._omega = dict(self.omega_base)  # region -> omega now in the "omega" field (1/s)
         self.tnf_state = 0.0
+        self.tissue_mass = sum(tissue[r].density * self.volumes[r] for r in tm.regions)
+        # circulating volume: circuit prime plus the limb's own blood (the perfusate compartment)
+        self.circulating_volume = (
+            protocol.prime_volume + protocol.limb_blood_fraction * self.limb_volume if protocol else 0.0
+        )
+        self.metabolism = (
+            MetabolicState(protocol.metabolism, self.tissue_mass, self.circulating_volume)
+            if protocol and protocol.metabolism
+            else None
+        )
+        self.uptake_factor = fem.Constant(msh, 1.0)  # acidosis potentiation (metabolism), else 1
         self._build_pressure()
         self._build_heat()
         self.agents = (
@@ -151,7 +164,7 @@ class CoupledModel:
         kinetics = Kinetics(
             k_h=arrhenius(ln2 / params.half_life, params.Ea, self.T),
             k_alk=arrhenius(ln2 / params.alkylation_half_life, params.Ea, self.T),
-            k_up=params.k_up,
+            k_up=params.k_up * self.uptake_factor,
             kappa=params.kappa,
             D=stokes_einstein(params.D, self.T),
         )
@@ -170,8 +183,9 @@ class CoupledModel:
             prefix=f"transport_{name}_",
             ds=self.ds,
         )
-        V_p = protocol.prime_volume + protocol.limb_blood_fraction * self.limb_volume
-        circuit = Circuit(V_p=V_p, V_s=protocol.systemic_volume, clearance=protocol.systemic_clearance)
+        circuit = Circuit(
+            V_p=self.circulating_volume, V_s=protocol.systemic_volume, clearance=protocol.systemic_clearance
+        )
         dofs = tuple(np.asarray(transport.W.sub(i).collapse()[1], dtype=np.int64).ravel() for i in range(3))
         agent = Agent(name, params, transport, circuit, dofs)  # type: ignore[arg-type]
         n = len(dofs[0])
@@ -217,10 +231,13 @@ class CoupledModel:
                     self.mat.set(key, "tumour", values[key])
                 self.tnf_state = s
                 changed.add("vascular")
-        old = self.mat["omega"].x.array.copy()
-        for region, value in self.perfusion(t, flow_factor).items():
-            self.mat.set("omega", region, value)
-        if not np.array_equal(old, self.mat["omega"].x.array):
+        # Decide from the per-region values, identical on every rank: the local DG0 array of a rank without
+        # tumour cells would not see a tumour change, and ranks would disagree about a collective reassembly.
+        omega = self.perfusion(t, flow_factor)
+        if omega != self._omega:
+            for region, value in omega.items():
+                self.mat.set("omega", region, value)
+            self._omega = omega
             changed.add("perfusion")
         return changed
 

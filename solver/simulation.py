@@ -93,6 +93,7 @@ class Simulation:
         self.region_dofs = self._region_dofs()
         self.dx = model.dx
         self._mean_forms: dict[tuple[str, str], fem.Form] = {}
+        self._T_total: fem.Form | None = None
         self.pressure_history: list[tuple[float, float]] = []
         self.rows: list[dict[str, float]] = []
         self.phase_seconds = {"pressure": 0.0, "heat": 0.0, "transport": 0.0, "output": 0.0}
@@ -133,6 +134,12 @@ class Simulation:
             self._mean_forms[key] = fem.form(expr * self.dx(self.model.tm.regions[region]))
         return scalar(self.comm, self._mean_forms[key]) / vol
 
+    def limb_mean_temperature(self) -> float:
+        """Volume-mean tissue temperature (K) over the whole mesh."""
+        if self._T_total is None:
+            self._T_total = fem.form(self.model.T * ufl.dx(domain=self.model.tm.mesh))
+        return scalar(self.comm, self._T_total) / self.model.limb_volume
+
     def region_max(self, region: str, values: np.ndarray) -> float:
         dofs = self.region_dofs[region]
         local = float(values[dofs].max()) if dofs.size else -np.inf
@@ -154,6 +161,9 @@ class Simulation:
             if "perfusion" in changed or dt_changed:
                 m.heat.operator_changed()
             m.heat.step()  # a steady problem is re-solved too: T_a and omega follow the protocol
+        if m.metabolism is not None:
+            m.metabolism.step(dt, self.limb_mean_temperature())
+            m.uptake_factor.value = m.metabolism.uptake_factor
         self.phase_seconds["heat"] += time.perf_counter() - start
         start = time.perf_counter()
         p = m.case.protocol
@@ -182,7 +192,8 @@ class Simulation:
     def _snapshot(self) -> list:
         """Everything a step changes, to restore when the step is retried with a shorter dt."""
         m = self.model
-        state: list = [m.T.x.array.copy()]
+        mb = m.metabolism
+        state: list = [m.T.x.array.copy(), (mb.oxygen, mb.lactate, mb.oxygen_used) if mb else None]
         for a in m.agents:
             c = a.circuit
             state.append((c.C_p, c.C_s, dict(c.totals), a.hydrolysed_tissue, a.lymph_to_systemic, a.boundary_out))
@@ -191,7 +202,9 @@ class Simulation:
     def _restore(self, state: list) -> None:
         m = self.model
         m.T.x.array[:] = state[0]
-        for a, (C_p, C_s, totals, hydrolysed, lymph, boundary) in zip(m.agents, state[1:], strict=True):
+        if m.metabolism is not None:
+            m.metabolism.oxygen, m.metabolism.lactate, m.metabolism.oxygen_used = state[1]
+        for a, (C_p, C_s, totals, hydrolysed, lymph, boundary) in zip(m.agents, state[2:], strict=True):
             a.circuit.C_p, a.circuit.C_s, a.circuit.totals = C_p, C_s, totals
             a.hydrolysed_tissue, a.lymph_to_systemic, a.boundary_out = hydrolysed, lymph, boundary
             a.transport.w.x.array[:] = a.transport.w_old.x.array  # w_old is only replaced on accept
@@ -297,6 +310,11 @@ class Simulation:
         if "tumour" in m.tm.regions:
             row["p_tumour_mean_Pa"] = self.region_mean("tumour", m.pressure.p, "p")
             self.pressure_history.append((t, row["p_tumour_mean_Pa"]))
+        if m.metabolism is not None:
+            mb = m.metabolism
+            row["limb_pH"] = mb.ph
+            row["lactate_rise_mmol_per_L"] = mb.lactate_rise
+            row["oxygen_left_mL"] = mb.oxygen * 1e6
         for a in m.agents:
             b = self.balance(a)
             C = ufl.split(a.transport.w)[0]
@@ -369,6 +387,16 @@ class Simulation:
                 entry["auc_cell_mean"] = self.region_mean(region, auc_c, "auc_cell")
                 entry["adducts_mean"] = self.region_mean(region, A, "adducts")
             s["regions"][region] = entry
+        if m.metabolism is not None:
+            mb = m.metabolism
+            s["metabolism"] = {
+                "pH": mb.ph,
+                "base_excess_mmol_per_L": mb.base_excess,
+                "lactate_made_mmol": mb.lactate * 1e3,
+                "lactate_rise_mmol_per_L": mb.lactate_rise,
+                "oxygen_used_mL": mb.oxygen_used * 1e6,
+                "uptake_factor": mb.uptake_factor,
+            }
         if primary is not None:
             s["primary_agent"] = primary.name
             s["units"] = {"auc_free_mean": "kg s/m^3", "auc_cell_mean": "kg s/m^3", "adducts_mean": "kg/m^3"}

@@ -178,3 +178,21 @@ def test_default_case_end_to_end(comm):
     assert history[case.protocol.end_time] < 0.5 * history[0.0]  # ifp_reduction 0.8, tau 15 min, 80 min
     assert s["regions"]["tumour"]["auc_free_mean"] > s["regions"]["necrosis"]["auc_free_mean"]  # no vessels
     assert 37.5 < s["regions"]["muscle"]["temperature_max_degC"] < 39.5 + 1e-9  # heated by the 39.5 C inflow
+
+
+@pytest.mark.slow
+def test_ili_case_blanket_metabolism_two_agents(comm):
+    """ILI leg (seeds 000/001): two agents balance, the trapped blood runs out of oxygen and acidifies,
+    and the blanket heats the limb from outside (skin warmer than muscle)."""
+    case = parse_case(CASES / "ili-melanoma-leg")
+    _, result = _run(case, comm)
+    s = result.summary
+    for agent in ("melphalan", "actinomycin_d"):
+        assert s["agents"][agent]["drug_balance_relative_error"] < 1e-6
+    mb = s["metabolism"]
+    assert mb["oxygen_used_mL"] == pytest.approx(60.0, rel=1e-9)  # the whole store
+    assert mb["pH"] < 7.4 - 0.3 and mb["base_excess_mmol_per_L"] < 0
+    rows = result.series
+    assert all(b["limb_pH"] <= a["limb_pH"] for a, b in zip(rows, rows[1:], strict=False))
+    final = rows[-1]
+    assert final["T_skin_mean_degC"] > final["T_muscle_mean_degC"] > 37.0

@@ -87,12 +87,12 @@ class Exchange:
 
 @dataclass
 class Kinetics:
-    """Cellular kinetics: hydrolysis k_h and alkylation k_alk (1/s, may depend on T), uptake k_up (1/s),
-    equilibrium ratio kappa, diffusivity D (m^2/s, may depend on T)."""
+    """Cellular kinetics: hydrolysis k_h and alkylation k_alk (1/s, may depend on T), uptake k_up (1/s,
+    may be scaled in time), equilibrium ratio kappa, diffusivity D (m^2/s, may depend on T)."""
 
     k_h: ufl.core.expr.Expr
     k_alk: ufl.core.expr.Expr
-    k_up: float
+    k_up: float | ufl.core.expr.Expr
     kappa: float
     D: ufl.core.expr.Expr
 
