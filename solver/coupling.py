@@ -20,7 +20,8 @@ from solver.meshing import TaggedMesh, region_volumes
 from solver.parameters import BLOOD, GAS_CONSTANT, T_REF
 from solver.physics import tnf as tnf_switch
 from solver.physics.circuit import Circuit
-from solver.physics.heat import Heat, RobinBoundary
+from solver.physics.heat import Heat, RobinBoundary, lang_blood_perfusion
+from solver.physics.linear import scalar
 from solver.physics.materials import RegionFields
 from solver.physics.metabolism import MetabolicState
 from solver.physics.pressure import Pressure
@@ -72,6 +73,8 @@ class CoupledModel:
         self.omega_base = {r: tissue[r].perfusion * tissue[r].density for r in tm.regions}
         m.fields["omega"] = m.make(self.omega_base, "omega")
         self._omega = dict(self.omega_base)  # region -> omega now in the "omega" field (1/s)
+        self._T_forms: dict[str, fem.Form] = {}
+        self.blood_density = DENSITY.to_si(BLOOD["density"])
         self.tnf_state = 0.0
         self.tissue_mass = sum(tissue[r].density * self.volumes[r] for r in tm.regions)
         # circulating volume: circuit prime plus the limb's own blood (the perfusate compartment)
@@ -242,16 +245,32 @@ class CoupledModel:
         return changed
 
     def perfusion(self, t: float, tumour_flow_factor: float = 1.0) -> dict[str, float]:
-        """Volumetric plasma flow per region (1/s): circuit flow shared by baseline weights; baseline
-        perfusion when no circuit runs."""
-        Q = self.flow(t)
+        """Volumetric plasma flow per region (1/s).
+
+        Weights are the baseline perfusion, or with ``temperature_dependent_perfusion`` the Lang et al.
+        correlation at each region's mean temperature (muscle, fat, tumour); TNF scales the tumour weight.
+        While the circuit runs its flow Q is shared in proportion to weight x volume, so that
+        sum(omega V) = Q; without circuit flow the weights are the perfusion itself.
+        """
         weights = dict(self.omega_base)
+        if self.case.physics.temperature_dependent_perfusion:
+            for region, T in self.region_temperatures().items():
+                w_b = lang_blood_perfusion(region, T)
+                if w_b is not None:
+                    weights[region] = w_b / self.blood_density
         if "tumour" in weights:
             weights["tumour"] *= tumour_flow_factor
+        Q = self.flow(t)
         if Q <= 0.0:
             return weights
-        total = sum(self.omega_base[r] * self.volumes[r] for r in weights)
+        total = sum(weights[r] * self.volumes[r] for r in weights)
         return {r: w * Q / total for r, w in weights.items()}
+
+    def region_temperatures(self) -> dict[str, float]:
+        """Volume-mean temperature (K) of each region, the same on every rank."""
+        if not self._T_forms:
+            self._T_forms = {r: fem.form(self.T * self.dx(i)) for r, i in self.tm.regions.items()}
+        return {r: scalar(self.comm, f) / self.volumes[r] for r, f in self._T_forms.items()}
 
     def dose_amount(self, per_limb_volume: float | None, amount: float | None) -> float:
         """A dose in kg: absolute, or per unit limb volume (seed 003 doses per litre of limb)."""
