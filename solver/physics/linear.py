@@ -48,7 +48,7 @@ class LinearSystem:
         self.ksp = PETSc.KSP().create(u.function_space.mesh.comm)
         self.ksp.setOptionsPrefix(prefix)
         db = PETSc.Options()
-        db["options_left"] = 0  # no exit warning for systems built but never solved
+        db["options_left"] = 0  # type: ignore[index]  # no exit warning for systems never solved
         for key, value in options.items():
             db[f"{prefix}{key}"] = value  # type: ignore[index]
         self.ksp.setFromOptions()
