@@ -300,6 +300,7 @@ class Output(Strict):
         "AUC",
         "CEM43",
     ]
+    formats: list[Literal["vtx", "vtkhdf", "xdmf"]] = ["vtx", "vtkhdf", "xdmf"]
 
 
 class Case(Strict):

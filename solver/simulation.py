@@ -27,7 +27,7 @@ from mpi4py import MPI
 from solver import meshing
 from solver.case import Case
 from solver.coupling import Agent, CoupledModel
-from solver.output import FieldWriter, SeriesTable, write_json
+from solver.output import FieldOutput, SeriesTable, array_name, write_json
 from solver.physics.linear import SolveError, scalar
 
 MAX_CUTS = 5
@@ -87,9 +87,9 @@ class Simulation:
         self.cem43 = np.zeros_like(model.T.x.array)
         self.table = SeriesTable(self.comm, folder / "timeseries.csv") if folder else None
         self.writer = None
-        self.outputs = self._output_functions()
-        if folder is not None:
-            self.writer = FieldWriter(self.comm, folder, list(self.outputs.values()))
+        self.outputs = self._output_sources()
+        if folder is not None and self.outputs:
+            self.writer = FieldOutput(folder, self.outputs, model.tm.cell_tags, tuple(case.output.formats))
         self.region_dofs = self._region_dofs()
         self.dx = model.dx
         self._mean_forms: dict[tuple[str, str], fem.Form] = {}
@@ -99,28 +99,29 @@ class Simulation:
         self.phase_seconds = {"pressure": 0.0, "heat": 0.0, "transport": 0.0, "output": 0.0}
 
     # --------------------------------------------------------------------------------------- outputs
-    def _output_functions(self) -> dict[str, fem.Function]:
+    def _output_sources(self) -> dict[str, tuple[str, fem.Function]]:
+        """Output array name -> (presentation key, function in SI units) for the case's output fields."""
         m = self.model
         wanted = set(m.case.output.fields)
-        out: dict[str, fem.Function] = {
-            k: f for k, f in (("p", m.pressure.p), ("u", m.pressure.u), ("T", m.T)) if k in wanted
+        out: dict[str, tuple[str, fem.Function]] = {
+            array_name(k): (k, f) for k, f in (("p", m.pressure.p), ("u", m.pressure.u), ("T", m.T)) if k in wanted
         }
         if "CEM43" in wanted:
-            out["CEM43"] = fem.Function(m.V, name="CEM43")
+            out[array_name("CEM43")] = ("CEM43", fem.Function(m.V))
         for a in m.agents:
             for key in ("C", "C_c", "A", "AUC"):
                 if key in wanted:
-                    out[f"{key}_{a.name}"] = fem.Function(m.V, name=f"{key}_{a.name}")
+                    out[array_name(key, a.name)] = (key, fem.Function(m.V))
         return out
 
     def _refresh_outputs(self) -> None:
         o = self.outputs
-        if "CEM43" in o:
-            o["CEM43"].x.array[:] = self.cem43
+        if array_name("CEM43") in o:
+            o[array_name("CEM43")][1].x.array[:] = self.cem43
         for a in self.model.agents:
             for key, values in (("C", a.field(0)), ("C_c", a.field(1)), ("A", a.field(2)), ("AUC", a.auc_free)):
-                if f"{key}_{a.name}" in o:
-                    o[f"{key}_{a.name}"].x.array[:] = values
+                if array_name(key, a.name) in o:
+                    o[array_name(key, a.name)][1].x.array[:] = values
 
     def _region_dofs(self) -> dict[str, np.ndarray]:
         dofmap = self.model.V.dofmap
