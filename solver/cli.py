@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     refuse_if(
         comm, f"results folder {folder} exists and is not empty; pass --force to overwrite it" if occupied else None
     )
-    run_case(case, folder, comm, quiet=args.quiet)
+    run_case(case, folder, comm, quiet=args.quiet, argv=sys.argv)
 
 
 def parser() -> argparse.ArgumentParser:

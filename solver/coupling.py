@@ -21,7 +21,7 @@ from solver.parameters import BLOOD, GAS_CONSTANT, T_REF
 from solver.physics import tnf as tnf_switch
 from solver.physics.circuit import Circuit
 from solver.physics.heat import Heat, RobinBoundary, lang_blood_perfusion
-from solver.physics.linear import scalar
+from solver.physics.linear import LinearSystem, scalar
 from solver.physics.materials import RegionFields
 from solver.physics.metabolism import MetabolicState
 from solver.physics.pressure import Pressure
@@ -265,6 +265,15 @@ class CoupledModel:
             return weights
         total = sum(weights[r] * self.volumes[r] for r in weights)
         return {r: w * Q / total for r, w in weights.items()}
+
+    def linear_systems(self) -> dict[str, LinearSystem]:
+        """Every linear system of the model by equation name (pressure, heat, transport_<agent>)."""
+        systems = {"pressure": self.pressure.system}
+        if self.heat is not None:
+            systems["heat"] = self.heat.system
+        for a in self.agents:
+            systems[f"transport_{a.name}"] = a.transport.system
+        return systems
 
     def region_temperatures(self) -> dict[str, float]:
         """Volume-mean temperature (K) of each region, the same on every rank."""

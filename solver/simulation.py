@@ -24,11 +24,12 @@ import ufl
 from dolfinx import fem
 from mpi4py import MPI
 
-from solver import meshing
+from solver import meshing, paraview, provenance
 from solver.case import Case
 from solver.coupling import Agent, CoupledModel
 from solver.output import FieldOutput, SeriesTable, array_name, write_json
 from solver.physics.linear import SolveError, scalar
+from solver.progress import RunLog
 
 MAX_CUTS = 5
 T_43 = 316.15  # K
@@ -78,8 +79,9 @@ class RunResult:
 class Simulation:
     """Runs a :class:`CoupledModel` through its protocol."""
 
-    def __init__(self, model: CoupledModel, folder: Path | None = None, quiet: bool = True) -> None:
-        self.model, self.folder, self.quiet = model, folder, quiet
+    def __init__(self, model: CoupledModel, folder: Path | None = None, log: RunLog | None = None) -> None:
+        self.model, self.folder = model, folder
+        self.log = log if log is not None else RunLog(model.comm, quiet=True)
         self.comm = model.comm
         case = model.case
         self.end = case.protocol.end_time if case.protocol else case.numerics.dt
@@ -247,6 +249,7 @@ class Simulation:
                     if cut == MAX_CUTS:
                         raise SolveError(f"t = {t / 60:.2f} min: {err}; gave up after {MAX_CUTS} cut-backs") from None
                     dt *= 0.5
+                    self.log.say(f"  t = {t / 60:.2f} min: {err}; retrying with dt = {dt:.3g} s")
             self._accept(dt)
             t += dt
             steps += 1
@@ -265,19 +268,13 @@ class Simulation:
         return RunResult(summary, self.rows)
 
     def iterations(self) -> dict[str, dict[str, float]]:
-        m = self.model
-        systems = {"pressure": m.pressure.system}
-        if m.heat is not None:
-            systems["heat"] = m.heat.system
-        for a in m.agents:
-            systems[f"transport_{a.name}"] = a.transport.system
         return {
             k: {
                 "solves": len(s.iterations),
                 "mean": float(np.mean(s.iterations)) if s.iterations else 0.0,
                 "max": int(max(s.iterations)) if s.iterations else 0,
             }
-            for k, s in systems.items()
+            for k, s in self.model.linear_systems().items()
         }
 
     # --------------------------------------------------------------------------------------- records
@@ -335,12 +332,15 @@ class Simulation:
             self._refresh_outputs()
             self.writer.write(t)
             self.phase_seconds["output"] += time.perf_counter() - start
-        if not self.quiet and self.comm.rank == 0 and self._is_output_time(t):
-            extra = ""
-            if m.agents:
-                a = m.agents[0]
-                extra = f"  perfusate {a.name} {row[f'{a.name}_perfusate_mg_per_L']:.3g} mg/L"
-            print(f"  t = {t / 60:6.1f} min{extra}", flush=True)
+        extra = ""
+        if m.agents:
+            a = m.agents[0]
+            extra = f"perfusate {a.name} {row[f'{a.name}_perfusate_mg_per_L']:.3g} mg/L"
+        if "tumour" in m.tm.regions:
+            extra += f"  tumour {row['T_tumour_mean_degC']:.1f} degC"
+        self.log.advance(t, extra)
+        if self._is_output_time(t):
+            self.log.say(f"  t = {t / 60:6.1f} min  {extra}")
 
     def _is_output_time(self, t: float) -> bool:
         interval = self.model.case.output.interval
@@ -404,12 +404,18 @@ class Simulation:
         return s
 
 
-def run_case(case: Case, folder: Path, comm: MPI.Comm, quiet: bool = False) -> RunResult:
-    """Mesh, build, run and write a case into ``folder`` (the caller decides whether it may be written)."""
+def run_case(case: Case, folder: Path, comm: MPI.Comm, quiet: bool = False, argv: list[str] | None = None) -> RunResult:
+    """Mesh, build, run and write a case into ``folder`` (the caller decides whether it may be written).
+
+    Writes the fields, ``timeseries.csv``, ``summary.json``, ``case_resolved.json`` (SI), ``provenance.json``,
+    ``run.log`` and ``open_in_paraview.py``.
+    """
+    started = provenance.now()
     if comm.rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
     comm.barrier()
-    say = (lambda text: print(text, flush=True)) if comm.rank == 0 and not quiet else (lambda text: None)
+    log = RunLog(comm, folder / "run.log", quiet)
+    say = log.say
     start = time.perf_counter()
     say(f"isolimb: {case.title} on {comm.size} rank(s)")
     tm = meshing.generate(case, comm)
@@ -422,17 +428,35 @@ def run_case(case: Case, folder: Path, comm: MPI.Comm, quiet: bool = False) -> R
     for a in model.agents:
         dofs[f"transport_{a.name}"] = a.transport.W.dofmap.index_map.size_global
     say(f"  dofs: {dofs}")
-    sim = Simulation(model, folder, quiet=quiet)
-    result = sim.run()
+    sim = Simulation(model, folder, log)
+    log.start(sim.end)
+    try:
+        result = sim.run()
+    finally:
+        log.stop()
     result.summary["mesh"] = {**stats, "seconds": mesh_seconds}
     result.summary["dofs"] = dofs
     result.summary["ranks"] = comm.size
     write_json(comm, folder / "summary.json", result.summary)
     write_json(comm, folder / "case_resolved.json", json.loads(case.model_dump_json()))
+    if comm.rank == 0:
+        facts = {
+            "mesh": result.summary["mesh"],
+            "dofs": dofs,
+            "steps": result.summary["steps"],
+            "wall_seconds": time.perf_counter() - start,
+            "phase_seconds": result.summary["phase_seconds"],
+            "krylov_iterations": result.summary["krylov_iterations"],
+        }
+        solvers = {name: system.describe() for name, system in model.linear_systems().items()}
+        write_json(comm, folder / "provenance.json", provenance.provenance(comm, started, argv or [], solvers, facts))
+        if (folder / "fields.vtkhdf").exists():
+            paraview.write_script(folder)
     s = result.summary
     headline = f"balance error {s['drug_balance_relative_error']:.1e}, leak {100 * s['systemic_leak_fraction']:.2f} %"
     if "tumour" in s["regions"] and model.agents:
         auc = s["regions"]["tumour"]["auc_free_mean"] * 1e3 / 60.0
         headline += f", tumour free-drug AUC {auc:.1f} mg min/L"
     say(f"isolimb: done in {time.perf_counter() - start:.0f} s; {headline}; results in {folder}/")
+    log.close()
     return result

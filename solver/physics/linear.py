@@ -43,6 +43,7 @@ class LinearSystem:
         self.u = u
         self.bcs = list(bcs)
         self.prefix = prefix
+        self.options = {k: str(v) for k, v in options.items()}  # as given to PETSc, for provenance
         self.A = fem_petsc.create_matrix(self.a)
         self.b = fem_petsc.create_vector(u.function_space)
         self.ksp = PETSc.KSP().create(u.function_space.mesh.comm)
@@ -111,6 +112,19 @@ class LinearSystem:
         if not target.function_space.mesh.comm.allreduce(local_ok, op=MPI.LAND):
             raise SolveError(f"{self.prefix.rstrip('_')}: solution has non-finite values")
         return target
+
+    def describe(self) -> dict[str, object]:
+        """The solver as PETSc configured it: KSP and PC types, tolerances and the options given."""
+        rtol, atol, _, max_it = self.ksp.getTolerances()
+        return {
+            "prefix": self.prefix,
+            "ksp_type": self.ksp.getType(),
+            "pc_type": self.ksp.getPC().getType(),
+            "rtol": rtol,
+            "atol": atol,
+            "max_it": max_it,
+            "options": self.options,
+        }
 
     def destroy(self) -> None:
         for obj in (self.ksp, self.A, self.b, self._residual, self._correction):
