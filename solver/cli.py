@@ -1,4 +1,4 @@
-"""The ``isolimb`` command: ``check``, ``mesh`` and ``run`` a case.
+"""The ``isolimb`` command: ``check``, ``mesh`` and ``run`` a case; ``report`` and ``probe`` its results.
 
 Errors in the user's input (case file, mesh file, existing results) end every rank with one line on
 standard error and exit status 2, never a traceback and never a hang.
@@ -7,11 +7,13 @@ standard error and exit status 2, never a traceback and never a hang.
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
 from mpi4py import MPI
 
 from solver.case import CaseError, LimbMesh, load_case, resolved
@@ -75,7 +77,54 @@ def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     refuse_if(
         comm, f"results folder {folder} exists and is not empty; pass --force to overwrite it" if occupied else None
     )
-    run_case(case, folder, comm, quiet=args.quiet, argv=sys.argv)
+    source = Path(args.case) / "case.toml" if Path(args.case).is_dir() else Path(args.case)
+    run_case(case, folder, comm, quiet=args.quiet, argv=sys.argv, source=source)
+
+
+def results_folder(comm: MPI.Comm, folder: str) -> Path:
+    """A results folder written by ``isolimb run`` (checked on rank 0, error on every rank)."""
+    path = Path(folder)
+    missing = comm.rank == 0 and not (path / "summary.json").exists()
+    refuse_if(comm, f"{path}: not a finished isolimb results folder (no summary.json)" if missing else None)
+    return path
+
+
+def cmd_report(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    from solver import report
+
+    folder = results_folder(comm, args.results)
+    if comm.rank == 0:  # serial post-processing of files
+        path = report.build(folder)
+        print(f"wrote {path}", flush=True)
+    comm.barrier()
+
+
+def cmd_probe(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    from solver import probe, units
+
+    folder = results_folder(comm, args.results)
+    try:
+        if (args.point is None) == (args.line is None):
+            raise probe.ProbeError("give exactly one of --point X,Y,Z or --line X0,Y0,Z0:X1,Y1,Z1")
+        points = probe.parse_point(args.point)[None, :] if args.point else probe.line_points(args.line, args.n)
+        time_s = units.TIME.to_si(args.time) if args.time is not None else None
+    except ValueError as err:  # ProbeError included
+        raise UsageError(f"probe {args.results}: {err}") from None
+    try:
+        t, values = probe.probe(comm, folder, args.field, points, time_s)
+    except probe.ProbeError as err:
+        raise UsageError(str(err)) from None
+    if comm.rank != 0:
+        return
+    columns = [args.field] if values.shape[1] == 1 else [f"{args.field}_{c}" for c in "xyz"[: values.shape[1]]]
+    distance = np.linalg.norm(points - points[0], axis=1)
+    out = csv.writer(sys.stdout, lineterminator="\n")
+    out.writerow(["time_min", "x_m", "y_m", "z_m", "s_m", *columns])
+    for p, s, v in zip(points, distance, values, strict=True):
+        out.writerow([f"{t / 60:.6g}", *(f"{c:.9g}" for c in p), f"{s:.9g}", *(f"{c:.9g}" for c in v)])
+    outside = int(np.isnan(values[:, 0]).sum())
+    if outside:
+        print(f"isolimb: warning: {outside} of {len(points)} points lie outside the mesh (nan)", file=sys.stderr)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -95,6 +144,17 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="overwrite an existing results folder")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=cmd_run)
+    rp = sub.add_parser("report", help="write RESULTS/report.html: case, outcomes, plots, balance, provenance")
+    rp.add_argument("results", help="a results folder written by isolimb run")
+    rp.set_defaults(func=cmd_report)
+    pr = sub.add_parser("probe", help="field values at a point or along a line, as CSV on standard output")
+    pr.add_argument("results")
+    pr.add_argument("--field", required=True, help="array name, e.g. T_degC or AUC_melphalan_mg_min_per_L")
+    pr.add_argument("--point", help="x,y,z in metres (--point=-1,0,0 when it starts with a minus)")
+    pr.add_argument("--line", help="x0,y0,z0:x1,y1,z1 in metres (write --line=-1,... when it starts with a minus)")
+    pr.add_argument("--n", type=int, default=50, help="points along --line, ends included (default 50)")
+    pr.add_argument("--time", help='output time with its unit, e.g. "30 min" (default: the last; nearest is used)')
+    pr.set_defaults(func=cmd_probe)
     return p
 
 

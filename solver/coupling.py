@@ -8,6 +8,7 @@ solver.simulation; this module holds no loop.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -41,8 +42,10 @@ class Agent:
     hydrolysed_tissue: float = 0.0
     lymph_to_systemic: float = 0.0
     boundary_out: float = 0.0
-    auc_free: np.ndarray | None = None  # time integral of C at scalar dofs (kg s/m^3)
-    auc_cell: np.ndarray | None = None
+    auc_free: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # integral of C dt (kg s/m^3)
+    auc_cell: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # time integral of C_c (kg s/m^3)
+    peak_free: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # running maximum of C (kg/m^3)
+    auc_systemic: float = 0.0  # time integral of the systemic concentration (kg s/m^3)
 
     def field(self, i: int) -> np.ndarray:
         return self.transport.w.x.array[self.dofs[i]]
@@ -192,7 +195,7 @@ class CoupledModel:
         dofs = tuple(np.asarray(transport.W.sub(i).collapse()[1], dtype=np.int64).ravel() for i in range(3))
         agent = Agent(name, params, transport, circuit, dofs)  # type: ignore[arg-type]
         n = len(dofs[0])
-        agent.auc_free, agent.auc_cell = np.zeros(n), np.zeros(n)
+        agent.auc_free, agent.auc_cell, agent.peak_free = np.zeros(n), np.zeros(n), np.zeros(n)
         return agent
 
     # -------------------------------------------------------------------------------------- protocol

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,8 +217,10 @@ class Simulation:
         m = self.model
         for a in m.agents:
             a.transport.advance()
-            a.auc_free += dt * a.field(0)  # type: ignore[operator]
-            a.auc_cell += dt * a.field(1)  # type: ignore[operator]
+            a.auc_free += dt * a.field(0)
+            a.auc_cell += dt * a.field(1)
+            np.maximum(a.peak_free, a.field(0), out=a.peak_free)
+            a.auc_systemic += dt * a.circuit.C_s  # backward Euler, as the circuit
         self.cem43 += cem43_increment(m.T.x.array, dt)
 
     def run(self) -> RunResult:
@@ -365,6 +368,7 @@ class Simulation:
                 "drug_balance_relative_error": b["relative_error"],
                 "systemic_leak_fraction": self._leak(a) / b["dosed"] if b["dosed"] else 0.0,
                 "peak_systemic_mg_per_L": max(r.get(f"{a.name}_systemic_mg_per_L", 0.0) for r in self.rows),
+                "systemic_auc_mg_min_per_L": a.auc_systemic * 1e3 / 60.0,
             }
         s["drug_balance_relative_error"] = max(
             (v["drug_balance_relative_error"] for v in s["agents"].values()), default=0.0
@@ -387,6 +391,7 @@ class Simulation:
                 entry["auc_free_mean"] = self.region_mean(region, auc_f, "auc_free")
                 entry["auc_cell_mean"] = self.region_mean(region, auc_c, "auc_cell")
                 entry["adducts_mean"] = self.region_mean(region, A, "adducts")
+                entry["peak_free_max"] = self.region_max(region, primary.peak_free)
             s["regions"][region] = entry
         if m.metabolism is not None:
             mb = m.metabolism
@@ -400,19 +405,33 @@ class Simulation:
             }
         if primary is not None:
             s["primary_agent"] = primary.name
-            s["units"] = {"auc_free_mean": "kg s/m^3", "auc_cell_mean": "kg s/m^3", "adducts_mean": "kg/m^3"}
+            s["units"] = {
+                "auc_free_mean": "kg s/m^3",
+                "auc_cell_mean": "kg s/m^3",
+                "adducts_mean": "kg/m^3",
+                "peak_free_max": "kg/m^3",
+            }
         return s
 
 
-def run_case(case: Case, folder: Path, comm: MPI.Comm, quiet: bool = False, argv: list[str] | None = None) -> RunResult:
+def run_case(
+    case: Case,
+    folder: Path,
+    comm: MPI.Comm,
+    quiet: bool = False,
+    argv: list[str] | None = None,
+    source: Path | None = None,
+) -> RunResult:
     """Mesh, build, run and write a case into ``folder`` (the caller decides whether it may be written).
 
-    Writes the fields, ``timeseries.csv``, ``summary.json``, ``case_resolved.json`` (SI), ``provenance.json``,
-    ``run.log`` and ``open_in_paraview.py``.
+    Writes the fields, ``case.toml`` (a copy of ``source``), ``timeseries.csv``, ``summary.json``,
+    ``case_resolved.json`` (SI), ``provenance.json``, ``run.log`` and ``open_in_paraview.py``.
     """
     started = provenance.now()
     if comm.rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
+        if source is not None:  # the case file as given, beside case_resolved.json (SI)
+            shutil.copyfile(source, folder / "case.toml")
     comm.barrier()
     log = RunLog(comm, folder / "run.log", quiet)
     say = log.say

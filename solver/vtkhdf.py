@@ -39,7 +39,7 @@ def _gather(comm: MPI.Comm, local: np.ndarray) -> np.ndarray | None:
 
 def _node_to_dof(V: fem.FunctionSpace) -> np.ndarray:
     """Local P1 dof of each local geometry node (both numberings follow the reference vertex order)."""
-    geo = V.mesh.geometry.dofmap
+    geo = V.mesh.geometry.dofmaps[0]
     n = V.mesh.geometry.x.shape[0]
     out = np.full(n, -1, dtype=np.int64)
     out[geo.ravel()] = V.dofmap.list.ravel()
@@ -71,7 +71,7 @@ class VTKHDFWriter:
         self.n_nodes = imap.size_local
         self.n_cells = mesh.topology.index_map(3).size_local
         self.node_dofs = {id(f.function_space): _node_to_dof(f.function_space) for f in point_fields}
-        cells = imap.local_to_global(mesh.geometry.dofmap[: self.n_cells].ravel())
+        cells = imap.local_to_global(mesh.geometry.dofmaps[0][: self.n_cells].ravel())
         points = _gather(self.comm, mesh.geometry.x[: self.n_nodes])
         conn = _gather(self.comm, cells.astype(np.int64))
         statics = {k: _gather(self.comm, v[: self.n_cells]) for k, v in cell_values.items()}

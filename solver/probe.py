@@ -1,0 +1,109 @@
+"""``isolimb probe``: field values at points or along a line, from a results folder, at any rank count.
+
+The mesh is read from ``fields.vtkhdf`` and distributed over the communicator; every rank reads the values of
+its own vertices (cells, for cell arrays) from the same file, so the field is the one that was written,
+whatever rank count wrote it. Each point is evaluated on the lowest rank whose cells contain it (P1
+interpolation inside the cell) and the values are summed onto rank 0. Points outside the mesh give NaN.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from dolfinx import fem, geometry
+from dolfinx.io import vtkhdf
+from mpi4py import MPI
+
+from solver.vtkhdf import VTKHDFSeries, _node_to_dof
+
+
+class ProbeError(ValueError):
+    """A probe request that cannot be answered (unknown field, no such file, bad coordinates)."""
+
+
+def parse_point(text: str) -> np.ndarray:
+    """``"x,y,z"`` in metres -> array of 3."""
+    try:
+        values = [float(v) for v in text.split(",")]
+    except ValueError:
+        values = []
+    if len(values) != 3:
+        raise ProbeError(f"point {text!r}: expected three comma-separated numbers x,y,z in metres")
+    return np.array(values)
+
+
+def line_points(text: str, n: int) -> np.ndarray:
+    """``"x0,y0,z0:x1,y1,z1"`` -> n points from the first to the second, ends included."""
+    ends = text.split(":")
+    if len(ends) != 2:
+        raise ProbeError(f"line {text!r}: expected x0,y0,z0:x1,y1,z1 (metres)")
+    if n < 2:
+        raise ProbeError(f"--n {n}: a line needs at least 2 points")
+    a, b = parse_point(ends[0]), parse_point(ends[1])
+    return a + np.linspace(0.0, 1.0, n)[:, None] * (b - a)
+
+
+def _locate(mesh, points: np.ndarray) -> np.ndarray:
+    """Local cell containing each point, -1 where none on this rank."""
+    tree = geometry.bb_tree(mesh, mesh.topology.dim)
+    candidates = geometry.compute_collisions_points(tree, points)
+    colliding = geometry.compute_colliding_cells(mesh, candidates, points)
+    cells = np.full(points.shape[0], -1, dtype=np.int32)
+    for i in range(points.shape[0]):
+        found = colliding.links(i)
+        if found.size:
+            cells[i] = found[0]
+    return cells
+
+
+def probe(comm: MPI.Comm, folder: Path, field: str, points: np.ndarray, time: float | None) -> tuple[float, np.ndarray]:
+    """Values of ``field`` at ``points`` (m) at the stored time nearest ``time`` (s; None: the last).
+
+    Returns (time used, values of shape (n, components)); the values are valid on rank 0.
+    """
+    path = folder / "fields.vtkhdf"
+    problem = None
+    if comm.rank == 0:
+        if not path.exists():
+            problem = f"{path}: no such file (the run wrote no VTKHDF output; see output.formats)"
+        else:
+            series = VTKHDFSeries(path)
+            names = series.point_names + series.cell_names
+            if field not in names:
+                problem = f"{path}: no field {field!r}; fields: {', '.join(names)}"
+    problem = comm.bcast(problem, root=0)
+    if problem:
+        raise ProbeError(problem)
+    series = VTKHDFSeries(path)
+    step = series.times.size - 1 if time is None else series.step_near(time)
+    mesh = vtkhdf.read_mesh(comm, str(path))
+    if field in series.point_names:
+        V = fem.functionspace(mesh, ("Lagrange", 1))
+        f = fem.Function(V)
+        rows = np.asarray(mesh.geometry.input_global_indices, dtype=np.int64)
+        node_dofs = _node_to_dof(V)
+        f.x.array[node_dofs] = series.point_data(field, step, rows)
+    else:
+        data = series.cell_data(field, step)
+        shape = () if data.ndim == 1 else (data.shape[1],)
+        V = fem.functionspace(mesh, ("DG", 0, shape))
+        f = fem.Function(V)
+        n_cells = mesh.topology.index_map(3).size_local + mesh.topology.index_map(3).num_ghosts
+        original = np.asarray(mesh.topology.original_cell_index, dtype=np.int64)[:n_cells]
+        bs = V.dofmap.index_map_bs
+        f.x.array.reshape(-1, bs)[V.dofmap.list[:n_cells, 0]] = data[original].reshape(n_cells, bs)
+    points = np.ascontiguousarray(points, dtype=np.float64)
+    cells = _locate(mesh, points)
+    owner = np.empty(points.shape[0], dtype=np.int32)
+    comm.Allreduce(np.where(cells >= 0, comm.rank, comm.size).astype(np.int32), owner, op=MPI.MIN)
+    mine = np.flatnonzero((owner == comm.rank) & (cells >= 0))
+    ncomp = f.function_space.dofmap.index_map_bs
+    values = np.zeros((points.shape[0], ncomp))
+    if mine.size:
+        values[mine] = f.eval(points[mine], cells[mine]).reshape(mine.size, ncomp)
+    total = np.empty_like(values)
+    comm.Allreduce(values, total, op=MPI.SUM)
+    values = total
+    values[owner == comm.size] = np.nan
+    return float(series.times[step]), values

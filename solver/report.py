@@ -1,0 +1,204 @@
+"""``isolimb report RESULTS``: one self-contained HTML page telling the story of a run.
+
+Sections: the case, the outcome table (MODEL.md section 8), time-series plots, the drug-volume histogram,
+slices through the tumour, the drug balance, the metabolic state (ILI), and provenance. Pictures are made
+into ``RESULTS/figures`` and embedded in ``RESULTS/report.html`` as base64, so the page can be mailed alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from pathlib import Path
+
+from solver import plots
+from solver.output import write_atomic
+from solver.vtkhdf import VTKHDFSeries
+
+SECTIONS = ("Case", "Outcomes", "Time series", "Drug-volume histogram", "Slices", "Drug balance", "Provenance")
+LEAK_LIMIT = 0.10  # seed 000: leak fraction x limb dose <= systemic tolerance; the 10 % rule
+CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
+table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
+th{background:#f0f0f0}td:first-child,th:first-child{text-align:left}img{max-width:100%;margin:0.5em 0}
+pre{background:#f7f7f7;padding:0.8em;overflow-x:auto;font-size:0.85em}.note{color:#555;font-size:0.9em}
+.ok{color:#1a7f37}.bad{color:#b42318}figure{margin:0}figcaption{font-size:0.9em;color:#444}"""
+
+
+def _table(header: list[str], rows: list[list[object]]) -> str:
+    def cell(v: object) -> str:
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return html.escape(str(v))
+
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{cell(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _image(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}"><figcaption>' + (
+        f"{html.escape(caption)}</figcaption></figure>"
+    )
+
+
+def outcome_rows(summary: dict, coverage: dict[str, plots.DoseVolume]) -> list[list[object]]:
+    """One row per region, clinical units."""
+    rows = []
+    for region, r in summary["regions"].items():
+        auc = r.get("auc_free_mean")
+        h = coverage.get(region)
+        rows.append(
+            [
+                region,
+                r["volume_m3"] * 1e6,
+                auc * 1e3 / 60 if auc is not None else "-",
+                r["auc_cell_mean"] * 1e3 / 60 if "auc_cell_mean" in r else "-",
+                *(h.covered(f) if h else "-" for f in plots.COVERAGE_LEVELS),
+                r["peak_free_max"] * 1e3 if "peak_free_max" in r else "-",
+                r["adducts_mean"] * 1e3 if "adducts_mean" in r else "-",
+                r["temperature_max_degC"],
+                r["cem43_max_min"],
+                r["pressure_mean_Pa"] / plots.MMHG,
+            ]
+        )
+    return rows
+
+
+OUTCOME_HEADER = [
+    "region",
+    "volume (mL)",
+    "mean free AUC (mg min/L)",
+    "mean cellular AUC (mg min/L)",
+    *(f"AUC{int(100 * f)} (mg min/L)" for f in plots.COVERAGE_LEVELS),
+    "peak free C (mg/L)",
+    "mean adducts (mg/L)",
+    "peak T (degC)",
+    "max CEM43 (min)",
+    "mean IFP (mmHg)",
+]
+
+
+def build(folder: Path) -> Path:
+    """Make the figures and write ``folder/report.html``; returns its path."""
+    summary = json.loads((folder / "summary.json").read_text())
+    prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").exists() else {}
+    regions = json.loads((folder / "mesh.json").read_text())["regions"]
+    figures = folder / "figures"
+    figures.mkdir(exist_ok=True)
+    primary = summary.get("primary_agent")
+    has_fields = (folder / "fields.vtkhdf").exists()
+    coverage: dict[str, plots.DoseVolume] = {}
+    auc_name = f"AUC_{primary}_mg_min_per_L"
+    if has_fields and primary:
+        series = VTKHDFSeries(folder / "fields.vtkhdf")
+        if auc_name in series.point_names:
+            coverage = plots.dose_volume(series, auc_name, regions)
+    parts = [f"<h1>{html.escape(summary['title'])}</h1>", _headline(summary, prov, folder)]
+    parts.append("<h2>Case</h2>" + _case_section(folder))
+    parts.append("<h2>Outcomes</h2>" + _outcomes_section(summary, coverage))
+    parts.append("<h2>Time series</h2>")
+    parts += [_image(p, title) for title, p in plots.time_series_plots(folder, figures).items()]
+    parts.append("<h2>Drug-volume histogram</h2>")
+    if coverage:
+        parts.append(_image(plots.dvh_plot(coverage, auc_name, figures / "dvh.png"), f"cumulative {auc_name}"))
+    else:
+        parts.append('<p class="note">No AUC field in this result (no drug, or AUC not in output.fields).</p>')
+    parts.append("<h2>Slices</h2>")
+    if has_fields:
+        parts += [_image(p, title) for title, p in plots.slice_renders(folder, figures).items()]
+        parts.append(
+            '<p class="note">In ParaView: <code>pvpython open_in_paraview.py</code> in the results folder (headless: '
+            "<code>xvfb-run -a pvbatch open_in_paraview.py --png view.png</code>).</p>"
+        )
+    else:
+        parts.append('<p class="note">No fields.vtkhdf in this result (output.formats).</p>')
+    parts.append("<h2>Drug balance</h2>" + _balance_section(summary))
+    if "metabolism" in summary:
+        m = summary["metabolism"]
+        parts.append("<h2>Metabolic state at the end (ILI)</h2>" + _table(["quantity", "value"], list(m.items())))
+    parts.append("<h2>Provenance</h2>" + _provenance_section(summary, prov))
+    page = (
+        f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(summary['title'])}</title>"
+        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
+    path = folder / "report.html"
+    write_atomic(path, page)
+    return path
+
+
+def _headline(summary: dict, prov: dict, folder: Path) -> str:
+    bits = [f"results folder <code>{html.escape(str(folder))}</code>"]
+    if prov:
+        bits.append(f"run {prov['started_utc']} on {prov['ranks']} rank(s), {prov['wall_seconds']:.0f} s")
+    bits.append(f"drug balance error {summary['drug_balance_relative_error']:.1e}")
+    return f"<p>{'; '.join(bits)}.</p>"
+
+
+def _case_section(folder: Path) -> str:
+    source = folder / "case.toml"
+    text = (
+        source.read_text() if source.exists() else json.dumps(json.loads((folder / "case_resolved.json").read_text()))
+    )
+    name = "case.toml (as given)" if source.exists() else "case_resolved.json (SI units)"
+    return f'<p class="note">{name}; the case in SI units is in case_resolved.json.</p><pre>{html.escape(text)}</pre>'
+
+
+def _outcomes_section(summary: dict, coverage: dict[str, plots.DoseVolume]) -> str:
+    out = [_table(OUTCOME_HEADER, outcome_rows(summary, coverage))]
+    rows = []
+    for name, a in summary["agents"].items():
+        leak = a["systemic_leak_fraction"]
+        verdict = "within" if leak <= LEAK_LIMIT else "above"
+        rows.append(
+            [name, a["dose_kg"] * 1e6, 100 * leak, verdict, a["peak_systemic_mg_per_L"], a["systemic_auc_mg_min_per_L"]]
+        )
+    if rows:
+        out.append(
+            _table(
+                [
+                    "agent",
+                    "dose (mg)",
+                    "systemic leak (% of dose)",
+                    "10 % rule",
+                    "peak systemic (mg/L)",
+                    "systemic AUC (mg min/L)",
+                ],
+                rows,
+            )
+        )
+    out.append(
+        '<p class="note">AUC<i>n</i>: the free-drug AUC reached by at least <i>n</i> % of the region volume (from '
+        "cell means of the P1 field). Muscle and skin exposure, peak temperature and CEM43 are regional toxicity "
+        "surrogates to read beside the Wieberdink grades (seed 001, Table 1), never predictions of them. Tumour kill "
+        "(surviving fraction) is not computed: MODEL.md gives no kill-kinetics parameters.</p>"
+    )
+    return "".join(out)
+
+
+def _balance_section(summary: dict) -> str:
+    out = []
+    for name, a in summary["agents"].items():
+        b = a["balance_kg"]
+        rows = [
+            [k, v * 1e6, 100 * v / b["dosed"] if b["dosed"] else 0.0] for k, v in b.items() if k != "relative_error"
+        ]
+        out.append(f"<h3>{html.escape(name)}</h3>" + _table(["where", "mg", "% of dose"], rows))
+        out.append(f"<p>relative balance error (dose - everything accounted for) / dose: {b['relative_error']:.2e}</p>")
+    return "".join(out) or "<p>No drug in this run.</p>"
+
+
+def _provenance_section(summary: dict, prov: dict) -> str:
+    out = []
+    if prov:
+        out.append(_table(["software", "version"], [[k, json.dumps(v)] for k, v in prov["versions"].items()]))
+        out.append(f"<p>command: <code>{html.escape(' '.join(prov['command']))}</code>; host {prov['host']}</p>")
+        solvers = [[k, s["ksp_type"], s["pc_type"], s["rtol"]] for k, s in prov["solvers"].items()]
+        out.append(_table(["equation", "KSP", "PC", "rtol"], solvers))
+    iters = [[k, v["solves"], v["mean"], v["max"]] for k, v in summary["krylov_iterations"].items()]
+    out.append(_table(["equation", "solves", "mean iterations", "max iterations"], iters))
+    out.append(_table(["phase", "seconds"], list(summary["phase_seconds"].items())))
+    mesh = summary.get("mesh", {})
+    out.append(_table(["mesh", "value"], [[k, v] for k, v in mesh.items() if not isinstance(v, dict)]))
+    return "".join(out)
