@@ -284,6 +284,7 @@ class Numerics(Strict):
     dt: Q(U.TIME, Pos)
     degree: Annotated[int, Field(ge=1, le=2)] = 1
     stabilisation: bool = True
+    mass_lumping: bool = True  # drug transport at P1: lumped zero-order terms keep concentrations >= 0
     petsc: dict[Literal["pressure", "heat", "transport"], dict[str, str | int | float | bool]] = {}
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ import numpy as np
 from mpi4py import MPI
 
 from solver.case import CaseError, LimbMesh, load_case, resolved
+
+RESULT_MARKERS = ("run.log", "summary.json", "provenance.json")  # files only an isolimb results folder has
 
 
 class UsageError(RuntimeError):
@@ -73,10 +76,15 @@ def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
 
     case = load_case(Path(args.case), comm)
     folder = Path(args.output) if args.output else Path(case.output.folder)
-    occupied = comm.rank == 0 and folder.exists() and any(folder.iterdir()) and not args.force
-    refuse_if(
-        comm, f"results folder {folder} exists and is not empty; pass --force to overwrite it" if occupied else None
-    )
+    problem = None
+    if comm.rank == 0 and folder.exists() and any(folder.iterdir()):
+        if not args.force:
+            problem = f"results folder {folder} exists and is not empty; pass --force to replace it"
+        elif not any((folder / marker).exists() for marker in RESULT_MARKERS):
+            problem = f"{folder} is not an isolimb results folder (no run.log or summary.json); not replacing it"
+        else:  # replace the old result whole: no stale fields or figures left beside the new ones
+            shutil.rmtree(folder)
+    refuse_if(comm, problem)
     source = Path(args.case) / "case.toml" if Path(args.case).is_dir() else Path(args.case)
     run_case(case, folder, comm, quiet=args.quiet, argv=sys.argv, source=source)
 
@@ -141,7 +149,7 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="simulate a case (run under mpiexec -n N for N ranks)")
     r.add_argument("case")
     r.add_argument("-o", "--output", help="results folder (default: the case's output.folder)")
-    r.add_argument("--force", action="store_true", help="overwrite an existing results folder")
+    r.add_argument("--force", action="store_true", help="replace an existing results folder (isolimb's own only)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     r.set_defaults(func=cmd_run)
     rp = sub.add_parser("report", help="write RESULTS/report.html: case, outcomes, plots, balance, provenance")

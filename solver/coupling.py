@@ -185,6 +185,7 @@ class CoupledModel:
             kinetics,
             self.dt,
             stabilisation=case.numerics.stabilisation,
+            lumped=case.numerics.mass_lumping and self.degree == 1,
             petsc=case.numerics.petsc.get("transport"),
             prefix=f"transport_{name}_",
             ds=self.ds,

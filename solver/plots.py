@@ -132,6 +132,11 @@ def dvh_plot(histograms: dict[str, DoseVolume], array: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def _around(centre, half: float) -> list[float]:
+    """Bounds (lo, hi per axis) of a box of half-width ``half`` around ``centre``."""
+    return [v for c in centre for v in (c - half, c + half)]
+
+
 RENDERED = {"AUC": "turbo", "T": "inferno", "p": "viridis", "A": "magma"}  # quantity -> colour map
 
 
@@ -150,6 +155,15 @@ def slice_renders(folder: Path, out: Path) -> dict[str, Path]:
     reader.reader.SetStep(series.times.size - 1)
     grid = reader.read()
     cut = grid.slice(normal="x", origin=centre)
+    window = None
+    if "tumour" in regions:
+        ids = [regions[r] for r in ("tumour", "necrosis") if r in regions]
+        tumour_cells = grid.extract_cells(np.isin(grid.cell_data["region"], ids))
+        lo, hi = np.array(tumour_cells.bounds).reshape(3, 2).T
+        window = 1.5 * float((hi - lo).max())
+        mesh_size = float(np.ptp(np.array(grid.bounds).reshape(3, 2), axis=1).max())
+        window = min(window, mesh_size / 2)
+        cut = cut.clip_box([centre[0] - 1, centre[0] + 1, *_around(centre[1:], 2 * window)], invert=False)
     made: dict[str, Path] = {}
     for name in grid.point_data:
         key = name.split("_")[0]
@@ -165,7 +179,12 @@ def slice_renders(folder: Path, out: Path) -> dict[str, Path]:
             )
             plotter.add_mesh(rim, color="white", line_width=2)
         plotter.view_yz()
-        plotter.camera.zoom(1.2)
+        if window is not None:  # frame the tumour with a margin of about its own size each side
+            plotter.enable_parallel_projection()
+            plotter.camera.focal_point = centre
+            plotter.camera.position = (centre[0] + 10 * window, centre[1], centre[2])
+            plotter.camera.up = (0.0, 0.0, 1.0)
+            plotter.camera.parallel_scale = window
         file = out / f"slice_{name}.png"
         plotter.screenshot(str(file))
         plotter.close()

@@ -477,5 +477,6 @@ def run_case(
         auc = s["regions"]["tumour"]["auc_free_mean"] * 1e3 / 60.0
         headline += f", tumour free-drug AUC {auc:.1f} mg min/L"
     say(f"isolimb: done in {time.perf_counter() - start:.0f} s; {headline}; results in {folder}/")
+    say(f"  next: isolimb report {folder}  (or open {folder}/open_in_paraview.py with pvpython)")
     log.close()
     return result

@@ -84,7 +84,7 @@ def heat_error(comm, n, degree):
     return _l2(comm, T - T1) / _l2(comm, T1)
 
 
-def transport_errors(comm, n, degree):
+def transport_errors(comm, n, degree, lumped=False):
     msh = _cube(comm, n)
     x = ufl.SpatialCoordinate(msh)
     g = [
@@ -140,7 +140,8 @@ def transport_errors(comm, n, degree):
         stabilisation=False,
         bcs_factory=bcs,
         sources=sources,
-        prefix=f"mt{n}{degree}_",
+        prefix=f"mt{n}{degree}{int(lumped)}_",
+        lumped=lumped,
     )
     for i, gi in enumerate(g):
         Wi, dofs = problem.W.sub(i).collapse()
@@ -163,9 +164,9 @@ def test_heat_rate(degree, comm):
     assert rates[-1] == pytest.approx(degree + 1, abs=0.2), rates
 
 
-@pytest.mark.parametrize("degree", [1, 2])
-def test_transport_rate(degree, comm):
-    errors = np.array([transport_errors(comm, n, degree) for n in SIZES[degree]])
+@pytest.mark.parametrize("degree, lumped", [(1, False), (1, True), (2, False)])
+def test_transport_rate(degree, lumped, comm):
+    errors = np.array([transport_errors(comm, n, degree, lumped) for n in SIZES[degree]])
     for field in range(3):
         rates = _rates(list(errors[:, field]))
         assert rates[-1] == pytest.approx(degree + 1, abs=0.25), (field, rates)
