@@ -1,4 +1,4 @@
-"""The ``isolimb`` command: ``check``, ``mesh`` and ``run`` a case; ``report`` and ``probe`` its results.
+"""The ``isolimb`` command: ``check``, ``mesh`` and ``run`` a case; ``report``, ``probe`` and ``compare`` results.
 
 Errors in the user's input (case file, mesh file, existing results) end every rank with one line on
 standard error and exit status 2, never a traceback and never a hang.
@@ -107,6 +107,20 @@ def cmd_report(args: argparse.Namespace, comm: MPI.Comm) -> None:
     comm.barrier()
 
 
+def cmd_compare(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    from solver import compare
+
+    folders = [results_folder(comm, f) for f in args.results]
+    out = Path(args.output)
+    exists = comm.rank == 0 and (out / "compare.html").exists() and not args.force
+    refuse_if(comm, f"{out}/compare.html exists; pass --force to replace it" if exists else None)
+    if comm.rank == 0:  # serial post-processing of files
+        text, path = compare.compare(folders, out)
+        print(text)
+        print(f"\nwrote {path}", flush=True)
+    comm.barrier()
+
+
 def cmd_probe(args: argparse.Namespace, comm: MPI.Comm) -> None:
     from solver import probe, units
 
@@ -155,6 +169,11 @@ def parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="write RESULTS/report.html: case, outcomes, plots, balance, provenance")
     rp.add_argument("results", help="a results folder written by isolimb run")
     rp.set_defaults(func=cmd_report)
+    cp = sub.add_parser("compare", help="outcomes side by side and overlaid time series of several results")
+    cp.add_argument("results", nargs="+", help="two or more results folders")
+    cp.add_argument("-o", "--output", default="results/compare", help="folder for compare.html and its pictures")
+    cp.add_argument("--force", action="store_true", help="replace an existing compare.html")
+    cp.set_defaults(func=cmd_compare)
     pr = sub.add_parser("probe", help="field values at a point or along a line, as CSV on standard output")
     pr.add_argument("results")
     pr.add_argument("--field", required=True, help="array name, e.g. T_degC or AUC_melphalan_mg_min_per_L")

@@ -326,6 +326,11 @@ class Simulation:
             for region in ("tumour", "muscle", "skin"):
                 if region in m.tm.regions:
                     row[f"{a.name}_C_{region}_mean_mg_per_L"] = self.region_mean(region, C, f"C_{a.name}") * 1e3
+            total = m.mat["phi"] * C + m.mat["phi_c"] * ufl.split(a.transport.w)[1] + ufl.split(a.transport.w)[2]
+            for region in ("tumour", "muscle", "fat", "skin"):  # all drug per tissue volume (Klaase 1994)
+                if region in m.tm.regions:
+                    key = f"{a.name}_total_{region}_mean_mg_per_L"
+                    row[key] = self.region_mean(region, total, f"total_{a.name}") * 1e3
             row[f"{a.name}_balance_relative_error"] = b["relative_error"]
         self.rows.append(row)
         if self.table:

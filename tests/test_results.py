@@ -227,3 +227,22 @@ def test_probe_bad_requests_are_one_line_errors(sphere, args, message):
 def test_report_of_a_folder_that_is_not_a_result_is_refused(tmp_path):
     done = _cli("report", str(tmp_path))
     assert done.returncode == 2 and "not a finished isolimb results folder" in done.stderr
+
+
+@pytest.mark.serial
+def test_compare_puts_outcomes_side_by_side(small, sphere, tmp_path):
+    """A drug case beside a pressure-only case: rows present where either has a value, '-' where one has none."""
+    from solver.compare import compare
+
+    text, page = compare([small, sphere], tmp_path / "cmp")
+    summary = json.loads((small / "summary.json").read_text())
+    lines = text.splitlines()
+    assert lines[0] == f"| outcome | {small.name} | {sphere.name} |"
+    tumour_auc = next(line for line in lines if line.startswith("| tumour mean free AUC"))
+    assert f"{summary['regions']['tumour']['auc_free_mean'] * 1e3 / 60:.4g}" in tumour_auc
+    assert tumour_auc.endswith("| - |")  # no drug in the Baxter-Jain case
+    assert "| TNF | 1 mg | none |" in text
+    html_text = page.read_text()
+    assert html_text.count("data:image/png;base64,") >= 4  # perfusate, tumour C, leak, T, IFP, DVH
+    again = _cli("compare", str(small), str(sphere), "-o", str(tmp_path / "cmp"))
+    assert again.returncode == 2 and "pass --force" in again.stderr

@@ -1,0 +1,165 @@
+"""``isolimb compare RESULTS_A RESULTS_B [...]``: outcomes side by side and time series overlaid.
+
+For questions such as ILP vs ILI, TNF vs no TNF, 39 vs 41 C. The table goes to standard output (Markdown)
+and, with the overlaid plots, into ``OUT/compare.html`` (pictures embedded, PNG files in ``OUT``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+
+from solver import plots
+from solver.output import write_atomic
+from solver.report import CSS, _image, _table
+from solver.vtkhdf import VTKHDFSeries
+
+
+class Result:
+    """The files of one results folder that a comparison needs."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.label = folder.name
+        self.summary = json.loads((folder / "summary.json").read_text())
+        self.case = json.loads((folder / "case_resolved.json").read_text())
+        self.series = plots.read_series(folder)
+        self.regions = json.loads((folder / "mesh.json").read_text())["regions"]
+        self.agent = self.summary.get("primary_agent")
+        self.coverage: dict[str, plots.DoseVolume] = {}
+        auc = f"AUC_{self.agent}_mg_min_per_L"
+        if self.agent and (folder / "fields.vtkhdf").exists():
+            fields = VTKHDFSeries(folder / "fields.vtkhdf")
+            if auc in fields.point_names:
+                self.coverage = plots.dose_volume(fields, auc, self.regions)
+
+    def region(self, name: str, key: str, scale: float = 1.0) -> float | None:
+        entry = self.summary["regions"].get(name, {})
+        return entry[key] * scale if key in entry else None
+
+
+def _protocol(r: Result, key: str):
+    return (r.case.get("protocol") or {}).get(key)
+
+
+def _tnf(r: Result) -> str:
+    tnf = _protocol(r, "tnf")
+    return f"{tnf['dose'] * 1e6:.3g} mg" if tnf else "none"
+
+
+def _inflow_max(r: Result) -> float | None:
+    schedule = _protocol(r, "inflow_temperature") or []
+    return max(p["value"] for p in schedule) - 273.15 if schedule else None
+
+
+def _agent(r: Result, key: str, scale: float = 1.0) -> float | None:
+    return r.summary["agents"][r.agent][key] * scale if r.agent else None
+
+
+MG_MIN = 1e3 / 60.0  # kg s/m^3 -> mg min/L
+ROWS: list[tuple[str, Callable[[Result], object]]] = [
+    ("protocol", lambda r: _protocol(r, "kind") or "-"),
+    ("TNF", _tnf),
+    ("inflow temperature, max (degC)", _inflow_max),
+    ("primary agent", lambda r: r.agent or "-"),
+    ("dose (mg)", lambda r: _agent(r, "dose_kg", 1e6)),
+    ("tumour mean free AUC (mg min/L)", lambda r: r.region("tumour", "auc_free_mean", MG_MIN)),
+    ("tumour AUC90 (mg min/L)", lambda r: r.coverage["tumour"].covered(0.9) if "tumour" in r.coverage else None),
+    ("tumour mean cellular AUC (mg min/L)", lambda r: r.region("tumour", "auc_cell_mean", MG_MIN)),
+    ("tumour mean adducts (mg/L)", lambda r: r.region("tumour", "adducts_mean", 1e3)),
+    ("muscle mean free AUC (mg min/L)", lambda r: r.region("muscle", "auc_free_mean", MG_MIN)),
+    ("skin mean free AUC (mg min/L)", lambda r: r.region("skin", "auc_free_mean", MG_MIN)),
+    ("tumour peak T (degC)", lambda r: r.region("tumour", "temperature_max_degC")),
+    ("muscle peak T (degC)", lambda r: r.region("muscle", "temperature_max_degC")),
+    ("muscle max CEM43 (min)", lambda r: r.region("muscle", "cem43_max_min")),
+    ("tumour mean IFP at the end (mmHg)", lambda r: r.region("tumour", "pressure_mean_Pa", 1 / plots.MMHG)),
+    ("systemic leak (% of dose)", lambda r: 100 * r.summary["systemic_leak_fraction"]),
+    ("systemic AUC (mg min/L)", lambda r: _agent(r, "systemic_auc_mg_min_per_L")),
+    ("limb pH at the end", lambda r: r.summary.get("metabolism", {}).get("pH")),
+    ("drug balance error", lambda r: r.summary["drug_balance_relative_error"]),
+]
+
+
+def table(results: list[Result]) -> tuple[list[str], list[list[object]]]:
+    header = ["outcome", *(r.label for r in results)]
+    rows = []
+    for name, get in ROWS:
+        values = [get(r) for r in results]
+        if any(v is not None for v in values):
+            rows.append([name, *("-" if v is None else v for v in values)])
+    return header, rows
+
+
+def markdown(header: list[str], rows: list[list[object]]) -> str:
+    def cell(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+OVERLAYS = [  # (title, y label, column pattern with {agent}, scale)
+    ("Perfusate concentration", "mg/L", "{agent}_perfusate_mg_per_L", 1.0),
+    ("Tumour mean free concentration", "mg/L", "{agent}_C_tumour_mean_mg_per_L", 1.0),
+    ("Systemic leak", "% of dose", "{agent}_leak_fraction", 100.0),
+    ("Tumour mean temperature", "degC", "T_tumour_mean_degC", 1.0),
+    ("Tumour mean interstitial pressure", "mmHg", "p_tumour_mean_Pa", 1 / plots.MMHG),
+]
+
+
+def overlay_plots(results: list[Result], out: Path) -> dict[str, Path]:
+    made = {}
+    for i, (title, ylabel, pattern, scale) in enumerate(OVERLAYS):
+        fig, ax = plots._figure(title, ylabel)
+        drawn = 0
+        for r in results:
+            key = pattern.format(agent=r.agent)
+            if key in r.series:
+                ax.plot(r.series["time_min"], scale * r.series[key], label=r.label)
+                drawn += 1
+        if drawn:
+            ax.legend()
+            made[title] = plots._save(fig, out / f"compare_{i}.png")
+        else:
+            plt.close(fig)
+    with_dvh = [r for r in results if "tumour" in r.coverage]
+    if with_dvh:
+        fig, ax = plt.subplots(figsize=(7.0, 4.0), layout="constrained")
+        for r in with_dvh:
+            h = r.coverage["tumour"]
+            ax.step(h.level, 100 * h.fraction, where="post", label=r.label)
+        ax.set_xlabel("free-drug AUC (mg min/L)")
+        ax.set_ylabel("tumour volume with at least this AUC (%)")
+        ax.set_title("Tumour drug-volume histograms")
+        ax.set_ylim(0, 102)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        made["Tumour drug-volume histograms"] = plots._save(fig, out / "compare_dvh.png")
+    return made
+
+
+def compare(folders: list[Path], out: Path) -> tuple[str, Path]:
+    """Write ``out/compare.html`` and its PNG files; return (Markdown table, html path)."""
+    results = [Result(f) for f in folders]
+    labels = [r.label for r in results]
+    for r in results:  # same folder names in different places: tell them apart by their parent
+        if labels.count(r.label) > 1:
+            r.label = f"{r.folder.parent.name}/{r.label}"
+    out.mkdir(parents=True, exist_ok=True)
+    header, rows = table(results)
+    parts = ["<h1>isolimb comparison</h1>"]
+    parts.append(_table(["result", "title", "folder"], [[r.label, r.summary["title"], str(r.folder)] for r in results]))
+    parts.append("<h2>Outcomes</h2>" + _table(header, rows))
+    parts.append("<h2>Time series</h2>")
+    parts += [_image(p, title) for title, p in overlay_plots(results, out).items()]
+    page = (
+        "<!DOCTYPE html><html><head><meta charset='utf-8'><title>isolimb comparison</title>"
+        f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n"
+    )
+    path = out / "compare.html"
+    write_atomic(path, page)
+    return markdown(header, rows), path
