@@ -1,4 +1,4 @@
-"""The ``isolimb`` command: ``check``, ``mesh`` and ``run`` a case; ``report``, ``probe`` and ``compare`` results.
+"""The ``isolimb`` command: ``check``, ``mesh``, ``run``; ``report``, ``probe``, ``compare``; ``sweep``, ``collect``.
 
 Errors in the user's input (case file, mesh file, existing results) end every rank with one line on
 standard error and exit status 2, never a traceback and never a hang.
@@ -121,6 +121,43 @@ def cmd_compare(args: argparse.Namespace, comm: MPI.Comm) -> None:
     comm.barrier()
 
 
+def cmd_sweep(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    from solver import sweep
+
+    out = Path(args.output)
+    problem = None
+    if comm.rank == 0:
+        try:
+            if out.exists() and any(out.iterdir()):
+                if not args.force:
+                    raise sweep.SweepError(f"{out} exists and is not empty; pass --force to replace it")
+                if not (out / "runs.csv").exists():
+                    raise sweep.SweepError(f"{out} is not an isolimb sweep folder (no runs.csv); not replacing it")
+                shutil.rmtree(out)
+            runs = sweep.expand(Path(args.spec), out)
+            print(f"wrote {len(runs)} cases into {out}/cases, {out}/runs.csv")
+            print(f"submit: cd {out} && sbatch sweep.sbatch    (no SLURM: {out}/run_local.sh)")
+            print(f"then:   isolimb collect {out}")
+        except sweep.SweepError as err:
+            problem = str(err)
+    refuse_if(comm, problem)
+
+
+def cmd_collect(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    from solver import sweep
+
+    problem = None
+    if comm.rank == 0:
+        try:
+            path, missing, pictures = sweep.collect(Path(args.folder))
+            print(f"wrote {path} and {len(pictures)} plot(s)")
+            if missing:
+                print(f"isolimb: warning: {len(missing)} run(s) not finished: {', '.join(missing)}", file=sys.stderr)
+        except sweep.SweepError as err:
+            problem = str(err)
+    refuse_if(comm, problem)
+
+
 def cmd_probe(args: argparse.Namespace, comm: MPI.Comm) -> None:
     from solver import probe, units
 
@@ -174,6 +211,14 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", "--output", default="results/compare", help="folder for compare.html and its pictures")
     cp.add_argument("--force", action="store_true", help="replace an existing compare.html")
     cp.set_defaults(func=cmd_compare)
+    sw = sub.add_parser("sweep", help="expand a parameter grid into cases and a SLURM job array")
+    sw.add_argument("spec", help="sweep spec (TOML: base, ranks, time, launcher, [parameters])")
+    sw.add_argument("-o", "--output", required=True, help="folder for cases/, runs.csv, sweep.sbatch")
+    sw.add_argument("--force", action="store_true", help="replace an existing sweep folder")
+    sw.set_defaults(func=cmd_sweep)
+    co = sub.add_parser("collect", help="gather a sweep's summaries into collected.csv and plots")
+    co.add_argument("folder", help="a folder written by isolimb sweep")
+    co.set_defaults(func=cmd_collect)
     pr = sub.add_parser("probe", help="field values at a point or along a line, as CSV on standard output")
     pr.add_argument("results")
     pr.add_argument("--field", required=True, help="array name, e.g. T_degC or AUC_melphalan_mg_min_per_L")

@@ -1,0 +1,282 @@
+"""Parameter sweeps: ``isolimb sweep SPEC`` expands a grid into case folders and a SLURM job array;
+``isolimb collect DIR`` gathers the summaries into one CSV and plots outcomes against each parameter.
+
+SLURM is the distributed engine (an array job, one MPI run per task); nothing here schedules anything.
+A sweep spec (TOML)::
+
+    base = "../cases/student-small"          # a case folder or file, relative to the spec
+    ranks = 2                                # MPI ranks per run
+    time = "00:20:00"                        # SLURM wall time per run
+    launcher = "mpiexec -n {ranks}"          # or "srun" where the site's MPI is built for it
+    [parameters]                             # dotted paths into the case; integers index lists
+    "protocol.inflow_temperature.0.value" = ["39 degC", "41 degC"]
+    "protocol.tnf.ifp_reduction" = [0.5, 0.8]
+
+Every generated case is validated before anything is written.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import itertools
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
+from solver.case import CaseError, parse_case
+from solver.output import write_atomic
+from solver.units import ureg
+
+
+class SweepError(ValueError):
+    """A sweep spec or folder that cannot be used, in one line."""
+
+
+class SweepSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    base: str
+    ranks: int = Field(default=1, ge=1)
+    time: str = "01:00:00"
+    launcher: str = "mpiexec -n {ranks}"
+    parameters: dict[str, list[str | int | float | bool]] = Field(min_length=1)
+
+
+def _set(tree: dict, path: str, value: object, where: str) -> None:
+    keys = path.split(".")
+    node: Any = tree
+    for k in keys[:-1]:
+        node = node[int(k)] if isinstance(node, list) else node.setdefault(k, {})
+    last = keys[-1]
+    if isinstance(node, list):
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise SweepError(f"{where}: parameter {path!r}: {'.'.join(keys[:-1])} is not a table or list")
+
+
+def load_spec(path: Path) -> SweepSpec:
+    try:
+        raw = tomllib.loads(path.read_text())
+        return SweepSpec.model_validate(raw)
+    except OSError as err:
+        raise SweepError(f"{path}: cannot read: {err.strerror}") from None
+    except tomllib.TOMLDecodeError as err:
+        raise SweepError(f"{path}: TOML syntax error: {err}") from None
+    except ValueError as err:  # pydantic
+        first = err.errors()[0] if hasattr(err, "errors") else {"loc": (), "msg": str(err)}
+        where = ".".join(str(p) for p in first["loc"])
+        raise SweepError(f"{path}: {where}: {first['msg']}") from None
+
+
+def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
+    """Write ``out/cases/<id>/case.toml`` for every grid point, ``out/runs.csv``, ``out/sweep.sbatch`` and
+    ``out/run_local.sh``; return the runs (id and parameter values)."""
+    spec = load_spec(spec_path)
+    base = (spec_path.parent / spec.base).resolve()
+    base_file = base / "case.toml" if base.is_dir() else base
+    try:
+        base_raw = tomllib.loads(base_file.read_text())
+    except (OSError, tomllib.TOMLDecodeError) as err:
+        raise SweepError(f"{spec_path}: base = {spec.base!r}: cannot read a case there: {err}") from None
+    names = list(spec.parameters)
+    runs: list[dict[str, object]] = []
+    texts = {}
+    for i, values in enumerate(itertools.product(*spec.parameters.values())):
+        run_id = f"run-{i:04d}"
+        raw = copy.deepcopy(base_raw)
+        for name, value in zip(names, values, strict=True):
+            try:
+                _set(raw, name, value, str(spec_path))
+            except (IndexError, ValueError, KeyError, TypeError) as err:
+                raise SweepError(f"{spec_path}: parameter {name!r}: not a path into the base case ({err})") from None
+        raw.setdefault("output", {})["folder"] = str((out / "results" / run_id).resolve())
+        chosen = dict(zip(names, values, strict=True))
+        raw["title"] = (
+            f"{raw.get('title', 'case')} [{run_id}: " + ", ".join(f"{n}={v}" for n, v in chosen.items()) + "]"
+        )
+        text = _toml(raw)
+        check = out / ".check.toml"
+        out.mkdir(parents=True, exist_ok=True)
+        check.write_text(text)
+        try:
+            parse_case(check)
+        except CaseError as err:
+            raise SweepError(f"{spec_path}: {run_id} ({chosen}): {err}") from None
+        finally:
+            check.unlink(missing_ok=True)
+        texts[run_id] = text
+        runs.append({"id": run_id, **chosen})
+    for run_id, text in texts.items():
+        folder = out / "cases" / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        write_atomic(folder / "case.toml", text)
+    with open(out / "runs.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["id", *names])
+        writer.writeheader()
+        writer.writerows(runs)
+    launch = spec.launcher.format(ranks=spec.ranks)
+    write_atomic(out / "sweep.sbatch", SBATCH.format(n=len(runs) - 1, ranks=spec.ranks, time=spec.time, launch=launch))
+    write_atomic(out / "run_local.sh", LOCAL.format(launch=launch))
+    (out / "logs").mkdir(exist_ok=True)  # SLURM does not create the folder of --output
+    (out / "sweep.sbatch").chmod(0o755)
+    (out / "run_local.sh").chmod(0o755)
+    return runs
+
+
+def _toml(tree: dict) -> str:
+    """TOML text of a case tree (strings, numbers, booleans, lists and tables, as case files have)."""
+
+    def value(v: object) -> str:
+        if isinstance(v, bool):
+            return "true" if v else "false"
+        if isinstance(v, int | float):
+            return repr(v)
+        if isinstance(v, str):
+            return json.dumps(v)
+        if isinstance(v, list):
+            return "[" + ", ".join(value(x) for x in v) + "]"
+        if isinstance(v, dict):
+            return "{ " + ", ".join(f"{json.dumps(k)} = {value(x)}" for k, x in v.items()) + " }"
+        raise SweepError(f"cannot write {v!r} as TOML")
+
+    lines = [f"{json.dumps(k)} = {value(v)}" for k, v in tree.items() if not isinstance(v, dict)]
+    for k, v in tree.items():
+        if isinstance(v, dict):
+            lines.append(f"\n[{json.dumps(k)}]")
+            lines += [f"{json.dumps(kk)} = {value(vv)}" for kk, vv in v.items()]
+    return "\n".join(lines) + "\n"
+
+
+SBATCH = """#!/bin/bash
+# A SLURM job array: one MPI run of isolimb per task. Submit from this folder: sbatch sweep.sbatch
+#SBATCH --job-name=isolimb-sweep
+#SBATCH --array=0-{n}
+#SBATCH --ntasks={ranks}
+#SBATCH --cpus-per-task=1
+#SBATCH --time={time}
+#SBATCH --output=logs/%x-%A_%a.out
+set -euo pipefail
+cd "${{SLURM_SUBMIT_DIR}}"
+export OMP_NUM_THREADS=1
+export XDG_CACHE_HOME="${{TMPDIR:-/tmp}}/isolimb-cache-${{SLURM_JOB_ID}}"   # node-local JIT cache
+ID=$(printf "run-%04d" "${{SLURM_ARRAY_TASK_ID}}")
+ISOLIMB="${{ISOLIMB:-isolimb}}"
+{launch} "$ISOLIMB" run "cases/$ID" --force -q
+"""
+
+LOCAL = """#!/bin/bash
+# Every run of the sweep, one after the other, on this machine (no SLURM): ./run_local.sh
+set -euo pipefail
+cd "$(dirname "$0")"
+export OMP_NUM_THREADS=1
+ISOLIMB="${{ISOLIMB:-isolimb}}"
+for case in cases/run-*; do
+  {launch} "$ISOLIMB" run "$case" --force -q
+done
+"""
+
+
+# ------------------------------------------------------------------------------------------------ collect
+OUTCOMES = {  # column -> (label, function of summary)
+    "tumour_auc_free_mg_min_per_L": ("tumour mean free AUC (mg min/L)", lambda s: _region(s, "tumour")),
+    "muscle_auc_free_mg_min_per_L": ("muscle mean free AUC (mg min/L)", lambda s: _region(s, "muscle")),
+    "tumour_adducts_mg_per_L": ("tumour mean adducts (mg/L)", lambda s: _region(s, "tumour", "adducts_mean") * 1e3),
+    "tumour_temperature_max_degC": ("tumour peak T (degC)", lambda s: _region(s, "tumour", "temperature_max_degC")),
+    "systemic_leak_percent": ("systemic leak (% of dose)", lambda s: 100 * s["systemic_leak_fraction"]),
+    "drug_balance_relative_error": ("drug balance error", lambda s: s["drug_balance_relative_error"]),
+}
+
+
+def _region(s: dict, region: str, key: str = "auc_free_mean") -> float:
+    entry = s["regions"].get(region, {})
+    if key not in entry:
+        return float("nan")
+    return entry[key] * (1e3 / 60.0 if key == "auc_free_mean" else 1.0)
+
+
+def _coverage(result: Path, summary: dict) -> float:
+    """AUC90 of the tumour: the free-drug AUC reached by 90 % of its volume (nan without fields)."""
+    from solver.plots import dose_volume
+    from solver.vtkhdf import VTKHDFSeries
+
+    name = f"AUC_{summary.get('primary_agent')}_mg_min_per_L"
+    regions = json.loads((result / "mesh.json").read_text())["regions"]
+    if not (result / "fields.vtkhdf").exists() or "tumour" not in regions:
+        return float("nan")
+    series = VTKHDFSeries(result / "fields.vtkhdf")
+    if name not in series.point_names:
+        return float("nan")
+    return dose_volume(series, name, {"tumour": regions["tumour"]})["tumour"].covered(0.9)
+
+
+def _number(v: str) -> float:
+    """A swept value as a number for plotting: "39 degC" -> 39, "0.8" -> 0.8."""
+    try:
+        return float(v)
+    except ValueError:
+        return float(ureg.Quantity(v).magnitude)
+
+
+def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
+    """Write ``folder/collected.csv`` and ``folder/collect_<n>.png``; return (csv, missing run ids, plots)."""
+    runs_csv = folder / "runs.csv"
+    if not runs_csv.exists():
+        raise SweepError(f"{folder}: no runs.csv (not a folder written by isolimb sweep)")
+    with open(runs_csv, newline="") as f:
+        runs = list(csv.DictReader(f))
+    params = [k for k in runs[0] if k != "id"]
+    rows, missing = [], []
+    for run in runs:
+        summary_path = folder / "results" / run["id"] / "summary.json"
+        if not summary_path.exists():
+            missing.append(run["id"])
+            continue
+        summary = json.loads(summary_path.read_text())
+        row = {**run, **{k: get(summary) for k, (_, get) in OUTCOMES.items()}}
+        row["tumour_auc90_mg_min_per_L"] = _coverage(folder / "results" / run["id"], summary)
+        rows.append(row)
+    if not rows:
+        raise SweepError(f"{folder}: none of the {len(runs)} runs has finished (no results/*/summary.json)")
+    path = folder / "collected.csv"
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return path, missing, _plots(folder, rows, params)
+
+
+def _plots(folder: Path, rows: list[dict], params: list[str]) -> list[Path]:
+    import matplotlib.pyplot as plt
+
+    from solver.plots import _save
+
+    made = []
+    shown = ["tumour_auc90_mg_min_per_L", "tumour_auc_free_mg_min_per_L", "muscle_auc_free_mg_min_per_L"]
+    shown += ["tumour_adducts_mg_per_L", "systemic_leak_percent"]
+    for i, param in enumerate(params):
+        others = [p for p in params if p != param]
+        fig, axes = plt.subplots(1, len(shown), figsize=(4.0 * len(shown), 3.6), layout="constrained")
+        groups: dict[tuple, list[dict]] = {}
+        for r in rows:
+            groups.setdefault(tuple(r[p] for p in others), []).append(r)
+        for key, members in groups.items():
+            members.sort(key=lambda r: _number(r[param]))
+            x = np.array([_number(r[param]) for r in members])
+            label = ", ".join(f"{p.split('.')[-1]}={v}" for p, v in zip(others, key, strict=True)) or None
+            for ax, outcome in zip(axes, shown, strict=True):
+                ax.plot(x, [r[outcome] for r in members], "o-", label=label)
+        for ax, outcome in zip(axes, shown, strict=True):
+            ax.set_xlabel(param)
+            ax.set_ylabel(OUTCOMES[outcome][0] if outcome in OUTCOMES else "tumour AUC90 (mg min/L)")
+            ax.grid(alpha=0.3)
+        if others:
+            axes[0].legend(fontsize=8)
+        made.append(_save(fig, folder / f"collect_{i}.png"))
+    return made
