@@ -1,0 +1,115 @@
+"""Sweeps on SLURM: expansion and validation, collection, and a real single-node SLURM cluster (issue 5)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from solver.sweep import SweepError, collect, expand
+from tests.conftest import CASES, ROOT
+
+BIN = Path(sys.executable).parent
+SLURM_REQUIRED = os.environ.get("ISOLIMB_REQUIRE_SLURM") == "1"  # set by .ci/run, which installs it
+pytestmark = pytest.mark.serial  # files and subprocesses; each run inside is itself an MPI job
+
+SPEC = """
+base = "{base}"
+ranks = {ranks}
+time = "00:05:00"
+[parameters]
+"tissue.tumour.K" = ["3.1e-12 m^2/(Pa s)", "6.2e-12 m^2/(Pa s)"]
+{extra}
+"""
+
+
+def _spec(tmp_path: Path, ranks: int = 1, extra: str = "") -> Path:
+    path = tmp_path / "sweep.toml"
+    path.write_text(SPEC.format(base=CASES / "benchmark-baxter-jain", ranks=ranks, extra=extra))
+    return path
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI", "HYDRA"))}
+    env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+    env["ISOLIMB"] = str(BIN / "isolimb")
+    return env
+
+
+def test_expand_writes_one_valid_case_per_grid_point(tmp_path):
+    out = tmp_path / "sweep"
+    runs = expand(_spec(tmp_path, ranks=2, extra='"physics.heat" = ["off", "steady"]'), out)
+    assert [r["id"] for r in runs] == ["run-0000", "run-0001", "run-0002", "run-0003"]
+    assert sorted(p.name for p in (out / "cases").iterdir()) == [r["id"] for r in runs]
+    text = (out / "cases" / "run-0003" / "case.toml").read_text()
+    assert '"K" = "6.2e-12 m^2/(Pa s)"' in text and '"heat" = "steady"' in text
+    assert str((out / "results" / "run-0003").resolve()) in text  # each run writes its own folder
+    with open(out / "runs.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows[2] == {"id": "run-0002", "tissue.tumour.K": "6.2e-12 m^2/(Pa s)", "physics.heat": "off"}
+    sbatch = (out / "sweep.sbatch").read_text()
+    assert "#SBATCH --array=0-3" in sbatch and "#SBATCH --ntasks=2" in sbatch and "mpiexec -n 2" in sbatch
+    assert "OMP_NUM_THREADS=1" in sbatch and (out / "logs").is_dir()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ('"tissue.tumour.Lp" = [3]', "run-0000"),  # a bare number for a dimensional quantity
+        ('"numerics.nonsense" = [1]', "nonsense"),  # unknown keys stay errors
+    ],
+)
+def test_expand_refuses_a_grid_point_that_is_not_a_valid_case(tmp_path, extra, message):
+    with pytest.raises(SweepError, match=message):
+        expand(_spec(tmp_path, extra=extra), tmp_path / "sweep")
+    assert not (tmp_path / "sweep" / "cases").exists()  # nothing written before every point validated
+
+
+def test_collect_gathers_finished_runs_and_names_the_missing(tmp_path):
+    out = tmp_path / "sweep"
+    expand(_spec(tmp_path), out)
+    done = subprocess.run(
+        [str(BIN / "isolimb"), "run", str(out / "cases" / "run-0001"), "-q"], capture_output=True, env=_env()
+    )
+    assert done.returncode == 0, done.stderr
+    path, missing, pictures = collect(out)
+    assert missing == ["run-0000"] and len(pictures) == 1
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["id"] for r in rows] == ["run-0001"] and float(rows[0]["drug_balance_relative_error"]) == 0.0
+
+
+def test_slurm_job_array_of_mpi_runs(tmp_path):
+    """A real single-node SLURM (slurmctld + slurmd on localhost): a 2-run array of 2-rank MPI jobs."""
+    if shutil.which("sbatch") is None or shutil.which("slurmctld") is None or os.geteuid() != 0:
+        if SLURM_REQUIRED:
+            pytest.fail("SLURM (slurm-wlm, munge) and root are required (ISOLIMB_REQUIRE_SLURM=1)")
+        pytest.skip("needs Debian's slurm-wlm and munge, as root (.ci/run installs them)")
+    cluster = ROOT / "tests" / "slurm" / "cluster.sh"
+    state = tmp_path / "slurm"
+    started = subprocess.run([str(cluster), "start", str(state)], capture_output=True, text=True, timeout=120)
+    assert started.returncode == 0, started.stderr
+    env = {**_env(), "SLURM_CONF": started.stdout.strip().splitlines()[-1]}
+    try:
+        out = tmp_path / "sweep"
+        expand(_spec(tmp_path, ranks=2), out)
+        job = subprocess.run(
+            ["sbatch", "--wait", "sweep.sbatch"], cwd=out, capture_output=True, text=True, env=env, timeout=600
+        )
+        logs = "".join(p.read_text() for p in (out / "logs").glob("*"))
+        assert job.returncode == 0, job.stderr + logs
+        path, missing, _ = collect(out)
+        assert missing == []
+        for run in ("run-0000", "run-0001"):
+            prov = json.loads((out / "results" / run / "provenance.json").read_text())
+            assert prov["ranks"] == 2
+        with open(path, newline="") as f:
+            assert len(list(csv.DictReader(f))) == 2
+    finally:
+        subprocess.run([str(cluster), "stop", str(state)], timeout=60)
