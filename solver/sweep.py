@@ -101,7 +101,7 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
         raw["title"] = (
             f"{raw.get('title', 'case')} [{run_id}: " + ", ".join(f"{n}={v}" for n, v in chosen.items()) + "]"
         )
-        text = _toml(raw)
+        text = to_toml(raw)
         check = out / ".check.toml"
         out.mkdir(parents=True, exist_ok=True)
         check.write_text(text)
@@ -130,7 +130,7 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
     return runs
 
 
-def _toml(tree: dict) -> str:
+def to_toml(tree: dict) -> str:
     """TOML text of a case tree (strings, numbers, booleans, lists and tables, as case files have)."""
 
     def value(v: object) -> str:

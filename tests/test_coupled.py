@@ -92,14 +92,15 @@ def test_halving_time_step_changes_tumour_auc_by_less_than_one_percent(student, 
 
 
 @pytest.mark.serial
-def test_same_functionals_at_one_and_two_ranks(student, tmp_path):
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_same_functionals_at_one_two_and_three_ranks(student, tmp_path, ranks):
     _, (_, serial) = student
     out = tmp_path / "r"
     subprocess.run(
         [
             str(ROOT / ".venv/bin/mpiexec"),
             "-n",
-            "2",
+            str(ranks),
             sys.executable,
             "-m",
             "solver",
@@ -113,7 +114,7 @@ def test_same_functionals_at_one_and_two_ranks(student, tmp_path):
         timeout=600,
     )
     parallel = json.loads((out / "summary.json").read_text())
-    assert parallel["ranks"] == 2
+    assert parallel["ranks"] == ranks
     assert parallel["drug_balance_relative_error"] < 1e-6
     assert parallel["systemic_leak_fraction"] == pytest.approx(serial.summary["systemic_leak_fraction"], rel=1e-6)
     for region, entry in serial.summary["regions"].items():
