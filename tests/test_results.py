@@ -35,22 +35,22 @@ def _run(name: str) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def small():
-    folder = _run("student-small")
+def _results(name: str):
+    folder = _run(name)
     yield folder
     COMM.barrier()
     if COMM.rank == 0:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def small():
+    yield from _results("student-small")
 
 
 @pytest.fixture(scope="module")
 def sphere():
-    folder = _run("benchmark-baxter-jain")
-    yield folder
-    COMM.barrier()
-    if COMM.rank == 0:
-        shutil.rmtree(folder, ignore_errors=True)
+    yield from _results("benchmark-baxter-jain")
 
 
 def test_results_folder_holds_every_output(small):
