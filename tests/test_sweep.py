@@ -100,7 +100,7 @@ def test_slurm_job_array_of_mpi_runs(tmp_path):
         out = tmp_path / "sweep"
         expand(_spec(tmp_path, ranks=2), out)
         job = subprocess.run(
-            ["sbatch", "--wait", "sweep.sbatch"], cwd=out, capture_output=True, text=True, env=env, timeout=600
+            ["sbatch", "--wait", "sweep.sbatch"], cwd=out, capture_output=True, text=True, env=env, timeout=300
         )
         logs = "".join(p.read_text() for p in (out / "logs").glob("*"))
         assert job.returncode == 0, job.stderr + logs

@@ -8,7 +8,7 @@ case "$cmd" in
 start)
   mkdir -p "$dir"/{state,spool,munge,logs}
   host=$(hostname -s)
-  cpus=$(nproc)
+  cpus=$(nproc --all)  # plain nproc obeys OMP_NUM_THREADS (1 under make test)
   mem=$(( $(awk '/MemTotal/ {print $2}' /proc/meminfo) / 1024 / 2 ))
   if [ ! -s /etc/munge/munge.key ]; then
     mkdir -p /etc/munge && dd if=/dev/urandom bs=1 count=1024 of=/etc/munge/munge.key status=none
