@@ -476,6 +476,7 @@ def run_case(
         write_json(comm, folder / "provenance.json", provenance.provenance(comm, started, argv or [], solvers, facts))
         if (folder / "fields.vtkhdf").exists():
             paraview.write_script(folder)
+    comm.barrier()  # every rank returns with every file in place
     s = result.summary
     headline = f"balance error {s['drug_balance_relative_error']:.1e}, leak {100 * s['systemic_leak_fraction']:.2f} %"
     if "tumour" in s["regions"] and model.agents:
