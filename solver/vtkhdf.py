@@ -61,7 +61,7 @@ class VTKHDFWriter:
         self.comm: MPI.Comm = mesh.comm
         self.path = path
         self.point_fields, self.cell_fields = point_fields, cell_fields
-        if mesh.geometry.cmap.degree != 1 or mesh.topology.cell_name() != "tetrahedron":
+        if mesh.geometry.cmaps[0].degree != 1 or mesh.topology.cell_name() != "tetrahedron":
             raise ValueError("VTKHDF output supports linear tetrahedral meshes only")
         for f in point_fields:
             e = f.function_space.ufl_element()
