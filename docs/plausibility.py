@@ -1,9 +1,9 @@
 """Print the plausibility table of docs/plausibility.md from results folders of the case library.
 
-    for c in ilp-tm-sarcoma-leg ilp-tm-sarcoma-arm ilp-melphalan-melanoma-leg ili-melanoma-leg ili-sarcoma-forearm; do
-        mpiexec -n 2 .venv/bin/isolimb run cases/$c --force -q
-    done
-    .venv/bin/python docs/plausibility.py results
+for c in ilp-tm-sarcoma-leg ilp-tm-sarcoma-arm ilp-melphalan-melanoma-leg ili-melanoma-leg ili-sarcoma-forearm; do
+    mpiexec -n 2 .venv/bin/isolimb run cases/$c --force -q
+done
+.venv/bin/python docs/plausibility.py results
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from solver.plots import MMHG, read_series
+from solver.output import clinical
+from solver.plots import read_series
 from solver.vtkhdf import VTKHDFSeries
 
 CASES = ["ilp-tm-sarcoma-leg", "ilp-tm-sarcoma-arm", "ilp-melphalan-melanoma-leg", "ili-melanoma-leg",
@@ -32,14 +33,16 @@ def row(folder: Path) -> dict[str, str]:
         key = f"melphalan_total_{region}_mean_mg_per_L"
         out[f"{region} melphalan (ug/g)"] = f"{s[key][end] / TISSUE_DENSITY:.2f}" if key in s else "-"
     out["leak (% of dose)"] = f"{100 * summary['systemic_leak_fraction']:.1f}"
-    p = s["p_tumour_mean_Pa"] / MMHG
+    p = clinical("p", s["p_tumour_mean_Pa"])
     out["tumour IFP start -> end (mmHg)"] = f"{p[0]:.1f} -> {p[-1]:.1f}"
     fields = VTKHDFSeries(folder / "fields.vtkhdf")
     speed = np.linalg.norm(fields.cell_data("u_um_per_s", fields.times.size - 1), axis=1)
     tumour = speed[fields.cell_data("region", 0) == 1]
     out["tumour speed median / max (um/s)"] = f"{np.median(tumour):.3f} / {tumour.max():.3f}"
     if "limb_pH" in s:
-        out["pH / base excess at end of perfusion"] = f"{s['limb_pH'][end]:.2f} / {-s['lactate_rise_mmol_per_L'][end]:.1f}"
+        out["pH / base excess at end of perfusion"] = (
+            f"{s['limb_pH'][end]:.2f} / {-s['lactate_rise_mmol_per_L'][end]:.1f}"
+        )
     else:
         out["pH / base excess at end of perfusion"] = "-"
     return out

@@ -372,6 +372,11 @@ def parse_case(path: Path) -> Case:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise CaseError(f"{path}: TOML syntax error: {err}") from None
+    return parse_case_tree(raw, path)
+
+
+def parse_case_tree(raw: dict, path: Path) -> Case:
+    """Validate a case already read from TOML; ``path`` names it in errors and anchors a relative mesh path."""
     try:
         case = Case.model_validate(_with_defaults(raw))
     except ValidationError as err:

@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 
 from solver import plots
-from solver.output import write_atomic
-from solver.report import CSS, _image, _table
-from solver.vtkhdf import VTKHDFSeries
+from solver.output import clinical, write_atomic
+from solver.report import CSS, html_image, html_table
 
 
 class Result:
@@ -29,16 +29,14 @@ class Result:
         self.series = plots.read_series(folder)
         self.regions = json.loads((folder / "mesh.json").read_text())["regions"]
         self.agent = self.summary.get("primary_agent")
-        self.coverage: dict[str, plots.DoseVolume] = {}
-        auc = f"AUC_{self.agent}_mg_min_per_L"
-        if self.agent and (folder / "fields.vtkhdf").exists():
-            fields = VTKHDFSeries(folder / "fields.vtkhdf")
-            if auc in fields.point_names:
-                self.coverage = plots.dose_volume(fields, auc, self.regions)
+        self.coverage = plots.dose_volume_of(folder)
 
-    def region(self, name: str, key: str, scale: float = 1.0) -> float | None:
+    def region(self, name: str, key: str, quantity: str | None = None) -> float | None:
+        """A region's summary value, in the clinical unit of ``quantity`` (as stored when None)."""
         entry = self.summary["regions"].get(name, {})
-        return entry[key] * scale if key in entry else None
+        if key not in entry:
+            return None
+        return clinical(quantity, entry[key]) if quantity else entry[key]
 
 
 def _protocol(r: Result, key: str):
@@ -59,23 +57,22 @@ def _agent(r: Result, key: str, scale: float = 1.0) -> float | None:
     return r.summary["agents"][r.agent][key] * scale if r.agent else None
 
 
-MG_MIN = 1e3 / 60.0  # kg s/m^3 -> mg min/L
 ROWS: list[tuple[str, Callable[[Result], object]]] = [
     ("protocol", lambda r: _protocol(r, "kind") or "-"),
     ("TNF", _tnf),
     ("inflow temperature, max (degC)", _inflow_max),
     ("primary agent", lambda r: r.agent or "-"),
     ("dose (mg)", lambda r: _agent(r, "dose_kg", 1e6)),
-    ("tumour mean free AUC (mg min/L)", lambda r: r.region("tumour", "auc_free_mean", MG_MIN)),
+    ("tumour mean free AUC (mg min/L)", lambda r: r.region("tumour", "auc_free_mean", "AUC")),
     ("tumour AUC90 (mg min/L)", lambda r: r.coverage["tumour"].covered(0.9) if "tumour" in r.coverage else None),
-    ("tumour mean cellular AUC (mg min/L)", lambda r: r.region("tumour", "auc_cell_mean", MG_MIN)),
-    ("tumour mean adducts (mg/L)", lambda r: r.region("tumour", "adducts_mean", 1e3)),
-    ("muscle mean free AUC (mg min/L)", lambda r: r.region("muscle", "auc_free_mean", MG_MIN)),
-    ("skin mean free AUC (mg min/L)", lambda r: r.region("skin", "auc_free_mean", MG_MIN)),
+    ("tumour mean cellular AUC (mg min/L)", lambda r: r.region("tumour", "auc_cell_mean", "AUC")),
+    ("tumour mean adducts (mg/L)", lambda r: r.region("tumour", "adducts_mean", "A")),
+    ("muscle mean free AUC (mg min/L)", lambda r: r.region("muscle", "auc_free_mean", "AUC")),
+    ("skin mean free AUC (mg min/L)", lambda r: r.region("skin", "auc_free_mean", "AUC")),
     ("tumour peak T (degC)", lambda r: r.region("tumour", "temperature_max_degC")),
     ("muscle peak T (degC)", lambda r: r.region("muscle", "temperature_max_degC")),
     ("muscle max CEM43 (min)", lambda r: r.region("muscle", "cem43_max_min")),
-    ("tumour mean IFP at the end (mmHg)", lambda r: r.region("tumour", "pressure_mean_Pa", 1 / plots.MMHG)),
+    ("tumour mean IFP at the end (mmHg)", lambda r: r.region("tumour", "pressure_mean_Pa", "p")),
     ("systemic leak (% of dose)", lambda r: 100 * r.summary["systemic_leak_fraction"]),
     ("systemic AUC (mg min/L)", lambda r: _agent(r, "systemic_auc_mg_min_per_L")),
     ("limb pH at the end", lambda r: r.summary.get("metabolism", {}).get("pH")),
@@ -102,28 +99,28 @@ def markdown(header: list[str], rows: list[list[object]]) -> str:
     return "\n".join(lines)
 
 
-OVERLAYS = [  # (title, y label, column pattern with {agent}, scale)
-    ("Perfusate concentration", "mg/L", "{agent}_perfusate_mg_per_L", 1.0),
-    ("Tumour mean free concentration", "mg/L", "{agent}_C_tumour_mean_mg_per_L", 1.0),
-    ("Systemic leak", "% of dose", "{agent}_leak_fraction", 100.0),
-    ("Tumour mean temperature", "degC", "T_tumour_mean_degC", 1.0),
-    ("Tumour mean interstitial pressure", "mmHg", "p_tumour_mean_Pa", 1 / plots.MMHG),
+OVERLAYS: list[tuple[str, str, str, Callable[[np.ndarray], np.ndarray]]] = [  # title, y label, column, unit
+    ("Perfusate concentration", "mg/L", "{agent}_perfusate_mg_per_L", lambda v: v),
+    ("Tumour mean free concentration", "mg/L", "{agent}_C_tumour_mean_mg_per_L", lambda v: v),
+    ("Systemic leak", "% of dose", "{agent}_leak_fraction", lambda v: 100.0 * v),
+    ("Tumour mean temperature", "degC", "T_tumour_mean_degC", lambda v: v),
+    ("Tumour mean interstitial pressure", "mmHg", "p_tumour_mean_Pa", lambda v: clinical("p", v)),
 ]
 
 
 def overlay_plots(results: list[Result], out: Path) -> dict[str, Path]:
     made = {}
-    for i, (title, ylabel, pattern, scale) in enumerate(OVERLAYS):
-        fig, ax = plots._figure(title, ylabel)
+    for i, (title, ylabel, pattern, unit) in enumerate(OVERLAYS):
+        fig, ax = plots.figure(title, ylabel)
         drawn = 0
         for r in results:
             key = pattern.format(agent=r.agent)
             if key in r.series:
-                ax.plot(r.series["time_min"], scale * r.series[key], label=r.label)
+                ax.plot(r.series["time_min"], unit(r.series[key]), label=r.label)
                 drawn += 1
         if drawn:
             ax.legend()
-            made[title] = plots._save(fig, out / f"compare_{i}.png")
+            made[title] = plots.save(fig, out / f"compare_{i}.png")
         else:
             plt.close(fig)
     with_dvh = [r for r in results if "tumour" in r.coverage]
@@ -138,7 +135,7 @@ def overlay_plots(results: list[Result], out: Path) -> dict[str, Path]:
         ax.set_ylim(0, 102)
         ax.grid(alpha=0.3)
         ax.legend()
-        made["Tumour drug-volume histograms"] = plots._save(fig, out / "compare_dvh.png")
+        made["Tumour drug-volume histograms"] = plots.save(fig, out / "compare_dvh.png")
     return made
 
 
@@ -152,10 +149,12 @@ def compare(folders: list[Path], out: Path) -> tuple[str, Path]:
     out.mkdir(parents=True, exist_ok=True)
     header, rows = table(results)
     parts = ["<h1>isolimb comparison</h1>"]
-    parts.append(_table(["result", "title", "folder"], [[r.label, r.summary["title"], str(r.folder)] for r in results]))
-    parts.append("<h2>Outcomes</h2>" + _table(header, rows))
+    parts.append(
+        html_table(["result", "title", "folder"], [[r.label, r.summary["title"], str(r.folder)] for r in results])
+    )
+    parts.append("<h2>Outcomes</h2>" + html_table(header, rows))
     parts.append("<h2>Time series</h2>")
-    parts += [_image(p, title) for title, p in overlay_plots(results, out).items()]
+    parts += [html_image(p, title) for title, p in overlay_plots(results, out).items()]
     page = (
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>isolimb comparison</title>"
         f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n"

@@ -41,6 +41,12 @@ FORMATS = ("vtx", "vtkhdf", "xdmf")
 XINCLUDE = "https://www.w3.org/2001/XInclude"
 
 
+def clinical[V: (float, np.ndarray)](key: str, si_value: V) -> V:
+    """A value in SI units in the clinical unit of quantity ``key`` (``clinical("p", 4000.0)`` -> 30 mmHg)."""
+    _, scale, offset = PRESENTATION[key]
+    return scale * si_value + offset
+
+
 def array_name(key: str, agent: str | None = None) -> str:
     """Name of an output array with its unit, e.g. ``T_degC`` or ``AUC_melphalan_mg_min_per_L``."""
     unit = PRESENTATION[key][0]
@@ -106,8 +112,7 @@ class FieldOutput:
     def write(self, t: float) -> None:
         """Convert every source to its presentation unit and write all formats at time ``t`` (s)."""
         for name, (key, f) in self.sources.items():
-            _, scale, offset = PRESENTATION[key]
-            self.native[name].x.array[:] = scale * f.x.array + offset
+            self.native[name].x.array[:] = clinical(key, f.x.array)
             if self.linear[name] is not self.native[name]:
                 self.linear[name].interpolate(self.native[name])
         for w in self.writers:

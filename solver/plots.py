@@ -16,10 +16,10 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from solver.output import clinical  # noqa: E402
 from solver.paraview import cell_centroids, region_centre  # noqa: E402
 from solver.vtkhdf import VTKHDFSeries  # noqa: E402
 
-MMHG = 133.322387415  # Pa
 COVERAGE_LEVELS = (0.9, 0.5)  # AUC_90, AUC_50: the AUC reached by at least 90 % / 50 % of a region's volume
 
 
@@ -30,7 +30,7 @@ def read_series(folder: Path) -> dict[str, np.ndarray]:
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]} if rows else {}
 
 
-def _figure(title: str, ylabel: str):
+def figure(title: str, ylabel: str):
     fig, ax = plt.subplots(figsize=(7.0, 4.0), layout="constrained")
     ax.set_title(title)
     ax.set_xlabel("time (min)")
@@ -39,7 +39,7 @@ def _figure(title: str, ylabel: str):
     return fig, ax
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
@@ -52,7 +52,7 @@ def time_series_plots(folder: Path, out: Path) -> dict[str, Path]:
     t = s["time_min"]
     made: dict[str, Path] = {}
     for agent in summary.get("agents", {}):
-        fig, ax = _figure(f"{agent}: perfusate, body and tissue (free drug)", "concentration (mg/L)")
+        fig, ax = figure(f"{agent}: perfusate, body and tissue (free drug)", "concentration (mg/L)")
         for key, label in (("perfusate", "perfusate"), ("systemic", "systemic (body)")):
             ax.plot(t, s[f"{agent}_{key}_mg_per_L"], label=label, lw=2 if key == "perfusate" else 1.5)
         for region in ("tumour", "muscle", "skin"):
@@ -60,31 +60,31 @@ def time_series_plots(folder: Path, out: Path) -> dict[str, Path]:
             if key in s:
                 ax.plot(t, s[key], "--", label=f"{region} mean")
         ax.legend()
-        made[f"{agent} concentrations"] = _save(fig, out / f"concentrations_{agent}.png")
-        fig, ax = _figure(f"{agent}: systemic leak (net circuit leak + lymph) as % of dose", "leak (% of dose)")
+        made[f"{agent} concentrations"] = save(fig, out / f"concentrations_{agent}.png")
+        fig, ax = figure(f"{agent}: systemic leak (net circuit leak + lymph) as % of dose", "leak (% of dose)")
         ax.plot(t, 100 * s[f"{agent}_leak_fraction"], color="C3")
         ax.axhline(10.0, color="k", ls=":", label="10 % threshold (seed 000)")
         ax.legend()
-        made[f"{agent} leak"] = _save(fig, out / f"leak_{agent}.png")
-    fig, ax = _figure("Temperatures", "temperature (degC)")
+        made[f"{agent} leak"] = save(fig, out / f"leak_{agent}.png")
+    fig, ax = figure("Temperatures", "temperature (degC)")
     ax.plot(t, s["inflow_temperature_degC"], "k:", label="inflow")
     for key in s:
         if key.startswith("T_") and key.endswith("_mean_degC"):
             ax.plot(t, s[key], label=key[2:-10] + " mean")
     ax.legend()
-    made["temperatures"] = _save(fig, out / "temperatures.png")
+    made["temperatures"] = save(fig, out / "temperatures.png")
     if "p_tumour_mean_Pa" in s:
-        fig, ax = _figure("Tumour interstitial fluid pressure (mean)", "pressure (mmHg)")
-        ax.plot(t, s["p_tumour_mean_Pa"] / MMHG, color="C2")
+        fig, ax = figure("Tumour interstitial fluid pressure (mean)", "pressure (mmHg)")
+        ax.plot(t, clinical("p", s["p_tumour_mean_Pa"]), color="C2")
         tnf = (json.loads((folder / "case_resolved.json").read_text()).get("protocol") or {}).get("tnf")
         if tnf:
             ax.axvline(tnf["time"] / 60.0, color="k", ls=":", label="TNF dose")
             ax.legend()
-        made["tumour pressure"] = _save(fig, out / "tumour_pressure.png")
+        made["tumour pressure"] = save(fig, out / "tumour_pressure.png")
     if "limb_pH" in s:
-        fig, ax = _figure("Limb acid-base state (ILI)", "pH")
+        fig, ax = figure("Limb acid-base state (ILI)", "pH")
         ax.plot(t, s["limb_pH"], color="C4")
-        made["pH"] = _save(fig, out / "ph.png")
+        made["pH"] = save(fig, out / "ph.png")
     return made
 
 
@@ -119,6 +119,19 @@ def dose_volume(series: VTKHDFSeries, array: str, regions: dict[str, int], step:
     return out
 
 
+def dose_volume_of(folder: Path) -> dict[str, DoseVolume]:
+    """Per-region histograms of the primary agent's free-drug AUC at the end of a results folder's run
+    (empty without a drug, without ``fields.vtkhdf`` or without the AUC array)."""
+    agent = json.loads((folder / "summary.json").read_text()).get("primary_agent")
+    name = f"AUC_{agent}_mg_min_per_L"
+    if not agent or not (folder / "fields.vtkhdf").exists():
+        return {}
+    series = VTKHDFSeries(folder / "fields.vtkhdf")
+    if name not in series.point_names:
+        return {}
+    return dose_volume(series, name, json.loads((folder / "mesh.json").read_text())["regions"])
+
+
 def dvh_plot(histograms: dict[str, DoseVolume], array: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(7.0, 4.0), layout="constrained")
     for name, h in histograms.items():
@@ -129,7 +142,7 @@ def dvh_plot(histograms: dict[str, DoseVolume], array: str, path: Path) -> Path:
     ax.set_ylim(0, 102)
     ax.grid(alpha=0.3)
     ax.legend()
-    return _save(fig, path)
+    return save(fig, path)
 
 
 def _around(centre, half: float) -> list[float]:

@@ -15,7 +15,7 @@ from dolfinx import fem, geometry
 from dolfinx.io import vtkhdf
 from mpi4py import MPI
 
-from solver.vtkhdf import VTKHDFSeries, _node_to_dof
+from solver.vtkhdf import VTKHDFSeries, node_to_dof
 
 
 class ProbeError(ValueError):
@@ -82,7 +82,7 @@ def probe(comm: MPI.Comm, folder: Path, field: str, points: np.ndarray, time: fl
         V = fem.functionspace(mesh, ("Lagrange", 1))
         f = fem.Function(V)
         rows = np.asarray(mesh.geometry.input_global_indices, dtype=np.int64)
-        node_dofs = _node_to_dof(V)
+        node_dofs = node_to_dof(V)
         f.x.array[node_dofs] = series.point_data(field, step, rows)
     else:
         data = series.cell_data(field, step)

@@ -13,8 +13,7 @@ import json
 from pathlib import Path
 
 from solver import plots
-from solver.output import write_atomic
-from solver.vtkhdf import VTKHDFSeries
+from solver.output import clinical, write_atomic
 
 SECTIONS = ("Case", "Outcomes", "Time series", "Drug-volume histogram", "Slices", "Drug balance", "Provenance")
 LEAK_LIMIT = 0.10  # seed 000: leak fraction x limb dose <= systemic tolerance; the 10 % rule
@@ -25,7 +24,7 @@ pre{background:#f7f7f7;padding:0.8em;overflow-x:auto;font-size:0.85em}.note{colo
 .ok{color:#1a7f37}.bad{color:#b42318}figure{margin:0}figcaption{font-size:0.9em;color:#444}"""
 
 
-def _table(header: list[str], rows: list[list[object]]) -> str:
+def html_table(header: list[str], rows: list[list[object]]) -> str:
     def cell(v: object) -> str:
         if isinstance(v, float):
             return f"{v:.4g}"
@@ -36,7 +35,7 @@ def _table(header: list[str], rows: list[list[object]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _image(path: Path, caption: str) -> str:
+def html_image(path: Path, caption: str) -> str:
     data = base64.b64encode(path.read_bytes()).decode()
     return f'<figure><img src="data:image/png;base64,{data}" alt="{html.escape(caption)}"><figcaption>' + (
         f"{html.escape(caption)}</figcaption></figure>"
@@ -53,14 +52,14 @@ def outcome_rows(summary: dict, coverage: dict[str, plots.DoseVolume]) -> list[l
             [
                 region,
                 r["volume_m3"] * 1e6,
-                auc * 1e3 / 60 if auc is not None else "-",
-                r["auc_cell_mean"] * 1e3 / 60 if "auc_cell_mean" in r else "-",
+                clinical("AUC", auc) if auc is not None else "-",
+                clinical("AUC", r["auc_cell_mean"]) if "auc_cell_mean" in r else "-",
                 *(h.covered(f) if h else "-" for f in plots.COVERAGE_LEVELS),
-                r["peak_free_max"] * 1e3 if "peak_free_max" in r else "-",
-                r["adducts_mean"] * 1e3 if "adducts_mean" in r else "-",
+                clinical("C", r["peak_free_max"]) if "peak_free_max" in r else "-",
+                clinical("A", r["adducts_mean"]) if "adducts_mean" in r else "-",
                 r["temperature_max_degC"],
                 r["cem43_max_min"],
-                r["pressure_mean_Pa"] / plots.MMHG,
+                clinical("p", r["pressure_mean_Pa"]),
             ]
         )
     return rows
@@ -84,30 +83,24 @@ def build(folder: Path) -> Path:
     """Make the figures and write ``folder/report.html``; returns its path."""
     summary = json.loads((folder / "summary.json").read_text())
     prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").exists() else {}
-    regions = json.loads((folder / "mesh.json").read_text())["regions"]
     figures = folder / "figures"
     figures.mkdir(exist_ok=True)
-    primary = summary.get("primary_agent")
     has_fields = (folder / "fields.vtkhdf").exists()
-    coverage: dict[str, plots.DoseVolume] = {}
-    auc_name = f"AUC_{primary}_mg_min_per_L"
-    if has_fields and primary:
-        series = VTKHDFSeries(folder / "fields.vtkhdf")
-        if auc_name in series.point_names:
-            coverage = plots.dose_volume(series, auc_name, regions)
+    coverage = plots.dose_volume_of(folder)
+    auc_name = f"AUC_{summary.get('primary_agent')}_mg_min_per_L"
     parts = [f"<h1>{html.escape(summary['title'])}</h1>", _headline(summary, prov, folder)]
     parts.append("<h2>Case</h2>" + _case_section(folder))
     parts.append("<h2>Outcomes</h2>" + _outcomes_section(summary, coverage))
     parts.append("<h2>Time series</h2>")
-    parts += [_image(p, title) for title, p in plots.time_series_plots(folder, figures).items()]
+    parts += [html_image(p, title) for title, p in plots.time_series_plots(folder, figures).items()]
     parts.append("<h2>Drug-volume histogram</h2>")
     if coverage:
-        parts.append(_image(plots.dvh_plot(coverage, auc_name, figures / "dvh.png"), f"cumulative {auc_name}"))
+        parts.append(html_image(plots.dvh_plot(coverage, auc_name, figures / "dvh.png"), f"cumulative {auc_name}"))
     else:
         parts.append('<p class="note">No AUC field in this result (no drug, or AUC not in output.fields).</p>')
     parts.append("<h2>Slices</h2>")
     if has_fields:
-        parts += [_image(p, title) for title, p in plots.slice_renders(folder, figures).items()]
+        parts += [html_image(p, title) for title, p in plots.slice_renders(folder, figures).items()]
         parts.append(
             '<p class="note">In ParaView: <code>pvpython open_in_paraview.py</code> in the results folder (headless: '
             "<code>xvfb-run -a pvbatch open_in_paraview.py --png view.png</code>).</p>"
@@ -117,7 +110,7 @@ def build(folder: Path) -> Path:
     parts.append("<h2>Drug balance</h2>" + _balance_section(summary))
     if "metabolism" in summary:
         m = summary["metabolism"]
-        parts.append("<h2>Metabolic state at the end (ILI)</h2>" + _table(["quantity", "value"], list(m.items())))
+        parts.append("<h2>Metabolic state at the end (ILI)</h2>" + html_table(["quantity", "value"], list(m.items())))
     parts.append("<h2>Provenance</h2>" + _provenance_section(summary, prov))
     page = (
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(summary['title'])}</title>"
@@ -146,7 +139,7 @@ def _case_section(folder: Path) -> str:
 
 
 def _outcomes_section(summary: dict, coverage: dict[str, plots.DoseVolume]) -> str:
-    out = [_table(OUTCOME_HEADER, outcome_rows(summary, coverage))]
+    out = [html_table(OUTCOME_HEADER, outcome_rows(summary, coverage))]
     rows = []
     for name, a in summary["agents"].items():
         leak = a["systemic_leak_fraction"]
@@ -156,7 +149,7 @@ def _outcomes_section(summary: dict, coverage: dict[str, plots.DoseVolume]) -> s
         )
     if rows:
         out.append(
-            _table(
+            html_table(
                 [
                     "agent",
                     "dose (mg)",
@@ -184,7 +177,7 @@ def _balance_section(summary: dict) -> str:
         rows = [
             [k, v * 1e6, 100 * v / b["dosed"] if b["dosed"] else 0.0] for k, v in b.items() if k != "relative_error"
         ]
-        out.append(f"<h3>{html.escape(name)}</h3>" + _table(["where", "mg", "% of dose"], rows))
+        out.append(f"<h3>{html.escape(name)}</h3>" + html_table(["where", "mg", "% of dose"], rows))
         out.append(f"<p>relative balance error (dose - everything accounted for) / dose: {b['relative_error']:.2e}</p>")
     return "".join(out) or "<p>No drug in this run.</p>"
 
@@ -192,13 +185,13 @@ def _balance_section(summary: dict) -> str:
 def _provenance_section(summary: dict, prov: dict) -> str:
     out = []
     if prov:
-        out.append(_table(["software", "version"], [[k, json.dumps(v)] for k, v in prov["versions"].items()]))
+        out.append(html_table(["software", "version"], [[k, json.dumps(v)] for k, v in prov["versions"].items()]))
         out.append(f"<p>command: <code>{html.escape(' '.join(prov['command']))}</code>; host {prov['host']}</p>")
         solvers = [[k, s["ksp_type"], s["pc_type"], s["rtol"]] for k, s in prov["solvers"].items()]
-        out.append(_table(["equation", "KSP", "PC", "rtol"], solvers))
+        out.append(html_table(["equation", "KSP", "PC", "rtol"], solvers))
     iters = [[k, v["solves"], v["mean"], v["max"]] for k, v in summary["krylov_iterations"].items()]
-    out.append(_table(["equation", "solves", "mean iterations", "max iterations"], iters))
-    out.append(_table(["phase", "seconds"], list(summary["phase_seconds"].items())))
+    out.append(html_table(["equation", "solves", "mean iterations", "max iterations"], iters))
+    out.append(html_table(["phase", "seconds"], list(summary["phase_seconds"].items())))
     mesh = summary.get("mesh", {})
-    out.append(_table(["mesh", "value"], [[k, v] for k, v in mesh.items() if not isinstance(v, dict)]))
+    out.append(html_table(["mesh", "value"], [[k, v] for k, v in mesh.items() if not isinstance(v, dict)]))
     return "".join(out)

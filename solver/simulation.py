@@ -28,7 +28,7 @@ from mpi4py import MPI
 from solver import meshing, paraview, provenance
 from solver.case import Case
 from solver.coupling import Agent, CoupledModel
-from solver.output import FieldOutput, SeriesTable, array_name, write_json
+from solver.output import FieldOutput, SeriesTable, array_name, clinical, write_json
 from solver.physics.linear import SolveError, scalar
 from solver.progress import RunLog
 
@@ -373,7 +373,7 @@ class Simulation:
                 "drug_balance_relative_error": b["relative_error"],
                 "systemic_leak_fraction": self._leak(a) / b["dosed"] if b["dosed"] else 0.0,
                 "peak_systemic_mg_per_L": max(r.get(f"{a.name}_systemic_mg_per_L", 0.0) for r in self.rows),
-                "systemic_auc_mg_min_per_L": a.auc_systemic * 1e3 / 60.0,
+                "systemic_auc_mg_min_per_L": clinical("AUC", a.auc_systemic),
             }
         s["drug_balance_relative_error"] = max(
             (v["drug_balance_relative_error"] for v in s["agents"].values()), default=0.0
@@ -480,7 +480,7 @@ def run_case(
     s = result.summary
     headline = f"balance error {s['drug_balance_relative_error']:.1e}, leak {100 * s['systemic_leak_fraction']:.2f} %"
     if "tumour" in s["regions"] and model.agents:
-        auc = s["regions"]["tumour"]["auc_free_mean"] * 1e3 / 60.0
+        auc = clinical("AUC", s["regions"]["tumour"]["auc_free_mean"])
         headline += f", tumour free-drug AUC {auc:.1f} mg min/L"
     say(f"isolimb: done in {time.perf_counter() - start:.0f} s; {headline}; results in {folder}/")
     say(f"  next: isolimb report {folder}  (or open {folder}/open_in_paraview.py with pvpython)")

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from solver.case import CaseError, parse_case
-from solver.output import write_atomic
+from solver.case import CaseError, FileMesh, parse_case_tree
+from solver.output import clinical, write_atomic
 from solver.units import ureg
 
 
@@ -101,17 +101,13 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
         raw["title"] = (
             f"{raw.get('title', 'case')} [{run_id}: " + ", ".join(f"{n}={v}" for n, v in chosen.items()) + "]"
         )
-        text = to_toml(raw)
-        check = out / ".check.toml"
-        out.mkdir(parents=True, exist_ok=True)
-        check.write_text(text)
         try:
-            parse_case(check)
+            case = parse_case_tree(raw, base_file)
         except CaseError as err:
             raise SweepError(f"{spec_path}: {run_id} ({chosen}): {err}") from None
-        finally:
-            check.unlink(missing_ok=True)
-        texts[run_id] = text
+        if isinstance(case.mesh, FileMesh):  # the generated case lives elsewhere: keep the file it names
+            raw["mesh"]["path"] = case.mesh.path
+        texts[run_id] = to_toml(raw)
         runs.append({"id": run_id, **chosen})
     for run_id, text in texts.items():
         folder = out / "cases" / run_id
@@ -187,33 +183,30 @@ done
 OUTCOMES = {  # column -> (label, function of summary)
     "tumour_auc_free_mg_min_per_L": ("tumour mean free AUC (mg min/L)", lambda s: _region(s, "tumour")),
     "muscle_auc_free_mg_min_per_L": ("muscle mean free AUC (mg min/L)", lambda s: _region(s, "muscle")),
-    "tumour_adducts_mg_per_L": ("tumour mean adducts (mg/L)", lambda s: _region(s, "tumour", "adducts_mean") * 1e3),
-    "tumour_temperature_max_degC": ("tumour peak T (degC)", lambda s: _region(s, "tumour", "temperature_max_degC")),
+    "tumour_adducts_mg_per_L": ("tumour mean adducts (mg/L)", lambda s: _region(s, "tumour", "adducts_mean", "A")),
+    "tumour_temperature_max_degC": (
+        "tumour peak T (degC)",
+        lambda s: _region(s, "tumour", "temperature_max_degC", None),
+    ),
     "systemic_leak_percent": ("systemic leak (% of dose)", lambda s: 100 * s["systemic_leak_fraction"]),
     "drug_balance_relative_error": ("drug balance error", lambda s: s["drug_balance_relative_error"]),
 }
 
 
-def _region(s: dict, region: str, key: str = "auc_free_mean") -> float:
+def _region(s: dict, region: str, key: str = "auc_free_mean", quantity: str | None = "AUC") -> float:
+    """A region's summary value in the clinical unit of ``quantity`` (as stored when None); nan if absent."""
     entry = s["regions"].get(region, {})
     if key not in entry:
         return float("nan")
-    return entry[key] * (1e3 / 60.0 if key == "auc_free_mean" else 1.0)
+    return clinical(quantity, entry[key]) if quantity else entry[key]
 
 
-def _coverage(result: Path, summary: dict) -> float:
-    """AUC90 of the tumour: the free-drug AUC reached by 90 % of its volume (nan without fields)."""
-    from solver.plots import dose_volume
-    from solver.vtkhdf import VTKHDFSeries
+def _coverage(result: Path) -> float:
+    """AUC90 of the tumour: the free-drug AUC reached by 90 % of its volume (nan without fields or tumour)."""
+    from solver.plots import dose_volume_of
 
-    name = f"AUC_{summary.get('primary_agent')}_mg_min_per_L"
-    regions = json.loads((result / "mesh.json").read_text())["regions"]
-    if not (result / "fields.vtkhdf").exists() or "tumour" not in regions:
-        return float("nan")
-    series = VTKHDFSeries(result / "fields.vtkhdf")
-    if name not in series.point_names:
-        return float("nan")
-    return dose_volume(series, name, {"tumour": regions["tumour"]})["tumour"].covered(0.9)
+    tumour = dose_volume_of(result).get("tumour")
+    return tumour.covered(0.9) if tumour else float("nan")
 
 
 def _number(v: str) -> float:
@@ -240,7 +233,7 @@ def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
             continue
         summary = json.loads(summary_path.read_text())
         row = {**run, **{k: get(summary) for k, (_, get) in OUTCOMES.items()}}
-        row["tumour_auc90_mg_min_per_L"] = _coverage(folder / "results" / run["id"], summary)
+        row["tumour_auc90_mg_min_per_L"] = _coverage(folder / "results" / run["id"])
         rows.append(row)
     if not rows:
         raise SweepError(f"{folder}: none of the {len(runs)} runs has finished (no results/*/summary.json)")
@@ -255,7 +248,7 @@ def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
 def _plots(folder: Path, rows: list[dict], params: list[str]) -> list[Path]:
     import matplotlib.pyplot as plt
 
-    from solver.plots import _save
+    from solver.plots import save
 
     made = []
     shown = ["tumour_auc90_mg_min_per_L", "tumour_auc_free_mg_min_per_L", "muscle_auc_free_mg_min_per_L"]
@@ -278,5 +271,5 @@ def _plots(folder: Path, rows: list[dict], params: list[str]) -> list[Path]:
             ax.grid(alpha=0.3)
         if others:
             axes[0].legend(fontsize=8)
-        made.append(_save(fig, folder / f"collect_{i}.png"))
+        made.append(save(fig, folder / f"collect_{i}.png"))
     return made

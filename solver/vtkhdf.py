@@ -37,7 +37,7 @@ def _gather(comm: MPI.Comm, local: np.ndarray) -> np.ndarray | None:
     return np.concatenate(pieces) if pieces is not None else None
 
 
-def _node_to_dof(V: fem.FunctionSpace) -> np.ndarray:
+def node_to_dof(V: fem.FunctionSpace) -> np.ndarray:
     """Local P1 dof of each local geometry node (both numberings follow the reference vertex order)."""
     geo = V.mesh.geometry.dofmaps[0]
     n = V.mesh.geometry.x.shape[0]
@@ -70,7 +70,7 @@ class VTKHDFWriter:
         imap = mesh.geometry.index_map()
         self.n_nodes = imap.size_local
         self.n_cells = mesh.topology.index_map(3).size_local
-        self.node_dofs = {id(f.function_space): _node_to_dof(f.function_space) for f in point_fields}
+        self.node_dofs = {id(f.function_space): node_to_dof(f.function_space) for f in point_fields}
         cells = imap.local_to_global(mesh.geometry.dofmaps[0][: self.n_cells].ravel())
         points = _gather(self.comm, mesh.geometry.x[: self.n_nodes])
         conn = _gather(self.comm, cells.astype(np.int64))

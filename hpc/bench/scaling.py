@@ -18,7 +18,6 @@ import json
 import os
 import platform
 import resource
-import tempfile
 import time
 import tomllib
 from pathlib import Path
@@ -27,10 +26,9 @@ from mpi4py import MPI
 
 import solver  # noqa: F401  (MPI before dolfinx)
 from solver import meshing
-from solver.case import Case, parse_case
+from solver.case import Case, parse_case_tree
 from solver.coupling import CoupledModel
 from solver.simulation import Simulation
-from solver.sweep import to_toml
 
 ROOT = Path(__file__).resolve().parents[2]
 CASE = ROOT / "cases" / "ilp-tm-sarcoma-leg" / "case.toml"
@@ -53,10 +51,7 @@ def case_at(size_factor: float, end_minutes: float) -> Case:
     p["inflow_temperature"] = [{"time": "0 min", "value": "39.5 degC"}]
     p["doses"][0]["time"] = "0 min"
     raw.pop("output", None)
-    with tempfile.TemporaryDirectory() as folder:  # through the case parser: defaults, units, validation
-        path = Path(folder) / "case.toml"
-        path.write_text(to_toml(raw))
-        return parse_case(path)
+    return parse_case_tree(raw, CASE)  # through the case parser: defaults, units, validation
 
 
 def timed_run(tm, size_factor: float, minutes: int) -> tuple[float, dict, dict, CoupledModel, dict]:
