@@ -20,6 +20,7 @@ from mpi4py import MPI
 from solver.case import CaseError, LimbMesh, load_case, resolved
 
 RESULT_MARKERS = ("run.log", "summary.json", "provenance.json")  # files only an isolimb results folder has
+EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped early with a checkpoint; run again with --resume
 
 
 class UsageError(RuntimeError):
@@ -71,10 +72,84 @@ def cmd_mesh(args: argparse.Namespace, comm: MPI.Comm) -> None:
     _say(comm, f"wrote {out / 'mesh.xdmf'} (regions {sorted(tm.regions)}, boundaries {sorted(tm.boundaries)})")
 
 
+def _time_option(option: str, value: str | None) -> float | None:
+    """A time given on the command line with its unit ("20 min"), in s."""
+    from solver import units
+
+    if value is None:
+        return None
+    try:
+        seconds = units.TIME.to_si(value)
+    except ValueError as err:
+        raise UsageError(f"{option} {value!r}: {err}") from None
+    if seconds <= 0:
+        raise UsageError(f"{option} {value!r}: expected a positive time")
+    return seconds
+
+
+def _resume_problem(folder: Path, case) -> str | None:
+    """Why ``folder`` cannot be resumed with ``case`` (None when it can); rank 0 only."""
+    from solver import checkpoint
+
+    if not any((folder / marker).exists() for marker in RESULT_MARKERS):
+        return f"--resume {folder}: not an isolimb results folder (no run.log or summary.json)"
+    path = checkpoint.find(folder)
+    if path is None:
+        finished = (folder / "summary.json").exists()
+        why = "the run finished (summary.json is there)" if finished else "the run wrote none"
+        return f"--resume {folder}: no checkpoint to resume from ({why})"
+    try:
+        state = checkpoint.read_state(path)
+    except (OSError, ValueError, checkpoint.CheckpointError) as err:
+        return f"--resume {folder}: unreadable checkpoint: {err}"
+    differs = _first_difference(state["case"], json.loads(case.model_dump_json()), ("output", "folder"))
+    if differs is not None:
+        key, was, now = differs
+        return f"--resume {folder}: the case differs from the one checkpointed at {key} (was {was!r}, now {now!r})"
+    return None
+
+
+def _first_difference(a, b, ignore: tuple[str, ...], prefix: str = "") -> tuple[str, object, object] | None:
+    """The first dotted key where two JSON trees differ, with both values (``ignore``: a key path to skip)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            path = f"{prefix}{key}"
+            if tuple(path.split(".")) == ignore:
+                continue
+            found = _first_difference(a.get(key), b.get(key), ignore, f"{path}.")
+            if found is not None:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list) and len(a) == len(b):
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            found = _first_difference(x, y, ignore, f"{prefix}{i}.")
+            if found is not None:
+                return found
+        return None
+    return None if a == b else (prefix.rstrip(".") or "(case)", a, b)
+
+
 def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
-    from solver.simulation import run_case
+    from solver import checkpoint
+    from solver.simulation import Stopping, run_case
 
     case = load_case(Path(args.case), comm)
+    stopping = Stopping(
+        checkpoint_interval=_time_option("--checkpoint-every", args.checkpoint_every),
+        stop_at=_time_option("--stop-at", args.stop_at),
+        signals=checkpoint.StopFlag(),
+    )
+    source = Path(args.case) / "case.toml" if Path(args.case).is_dir() else Path(args.case)
+    if args.resume is not None:
+        folder = Path(args.resume)
+        if args.output is not None or args.force:
+            raise UsageError("--resume continues its own folder: leave out -o/--output and --force")
+        problem = _resume_problem(folder, case) if comm.rank == 0 else None
+        refuse_if(comm, problem)
+        restart = checkpoint.find(folder) if comm.rank == 0 else None
+        restart = comm.bcast(restart, root=0)
+        run_case(case, folder, comm, args.quiet, sys.argv, source, stopping, restart)
+        return
     folder = Path(args.output) if args.output else Path(case.output.folder)
     problem = None
     if comm.rank == 0 and folder.exists() and any(folder.iterdir()):
@@ -85,8 +160,7 @@ def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         else:  # replace the old result whole: no stale fields or figures left beside the new ones
             shutil.rmtree(folder)
     refuse_if(comm, problem)
-    source = Path(args.case) / "case.toml" if Path(args.case).is_dir() else Path(args.case)
-    run_case(case, folder, comm, quiet=args.quiet, argv=sys.argv, source=source)
+    run_case(case, folder, comm, args.quiet, sys.argv, source, stopping)
 
 
 def results_folder(comm: MPI.Comm, folder: str) -> Path:
@@ -202,6 +276,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("-o", "--output", help="results folder (default: the case's output.folder)")
     r.add_argument("--force", action="store_true", help="replace an existing results folder (isolimb's own only)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
+    r.add_argument("--resume", metavar="RESULTS", help="continue a stopped run from RESULTS/checkpoint")
+    r.add_argument(
+        "--checkpoint-every", metavar="TIME", help='write a checkpoint every TIME of simulated time, e.g. "10 min"'
+    )
+    r.add_argument(
+        "--stop-at", metavar="TIME", help='write a checkpoint and stop at simulated time TIME, e.g. "30 min"'
+    )
     r.set_defaults(func=cmd_run)
     rp = sub.add_parser("report", help="write RESULTS/report.html: case, outcomes, plots, balance, provenance")
     rp.add_argument("results", help="a results folder written by isolimb run")
@@ -231,13 +312,16 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from solver.checkpoint import CheckpointError, RunStopped
     from solver.meshing import MeshError
 
     comm = MPI.COMM_WORLD  # the only place the world communicator is taken
     args = parser().parse_args(argv)
     try:
         args.func(args, comm)
-    except (CaseError, MeshError, UsageError) as err:
+    except RunStopped:  # on request, with a checkpoint; the log said where
+        return EXIT_STOPPED
+    except (CaseError, MeshError, UsageError, CheckpointError) as err:
         # Input errors are raised on every rank (read on rank 0, broadcast); print once.
         if comm.rank == 0:
             print(f"isolimb: error: {err}", file=sys.stderr, flush=True)

@@ -248,6 +248,22 @@ class CoupledModel:
             changed.add("perfusion")
         return changed
 
+    def protocol_state(self) -> dict:
+        """What :meth:`set_time` remembers between calls: the TNF progress and the perfusion per region (1/s)."""
+        return {"tnf_state": self.tnf_state, "omega": dict(self._omega)}
+
+    def set_protocol_state(self, state: dict) -> None:
+        """Restore :meth:`protocol_state` (restart from a checkpoint) and the parameter fields that follow it."""
+        p = self.case.protocol
+        self.tnf_state = float(state["tnf_state"])
+        if p is not None and p.tnf is not None and "tumour" in self.tm.regions:
+            values = tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], self.tnf_state)
+            for key in ("Lp", "sigma_p", "K", "p_v", "P_factor"):
+                self.mat.set(key, "tumour", values[key])
+        self._omega = {r: float(v) for r, v in state["omega"].items()}
+        for region, value in self._omega.items():
+            self.mat.set("omega", region, value)
+
     def perfusion(self, t: float, tumour_flow_factor: float = 1.0) -> dict[str, float]:
         """Volumetric plasma flow per region (1/s).
 

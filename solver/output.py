@@ -8,15 +8,14 @@ import csv
 import io
 import json
 import os
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 from dolfinx import fem
-from dolfinx.io import VTXWriter, XDMFFile
+from dolfinx.io import VTXWriter
 from mpi4py import MPI
 
-from solver.vtkhdf import VTKHDFWriter
+from solver.gathered import GatheredFieldWriter
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -38,7 +37,6 @@ PRESENTATION: dict[str, tuple[str, float, float]] = {
     "AUC": ("mg_min_per_L", 1e3 / 60.0, 0.0),  # kg s/m^3 -> mg min/L
 }
 FORMATS = ("vtx", "vtkhdf", "xdmf")
-XINCLUDE = "https://www.w3.org/2001/XInclude"
 
 
 def clinical[V: (float, np.ndarray)](key: str, si_value: V) -> V:
@@ -59,7 +57,11 @@ class FieldOutput:
     - ``fields_<family><degree>.bp``: VTX (ADIOS2 BP4), each field at its own degree, one writer per element
       family (mixing DG0 with others in one writer is broken upstream); ParaView >= 5.12.
     - ``fields.vtkhdf``: P1 point and DG0 cell arrays plus ``region``; pyvista and ParaView >= 5.12.
-    - ``fields.xdmf`` (+ ``.h5``): the same arrays for ParaView 5.11 and older.
+    - ``fields.xdmf`` (+ ``fields.h5``): the same arrays for ParaView 5.11 and older.
+
+    ``resume_at`` (s): continue the files of a stopped run from its checkpoint time. VTKHDF and XDMF are cut back
+    to that time and appended to; ADIOS2 cannot append through dolfinx, so VTX goes on in new files
+    ``fields_<family><degree>.part<k>.bp`` (k = 2, 3, ...).
     """
 
     def __init__(
@@ -68,6 +70,7 @@ class FieldOutput:
         sources: dict[str, tuple[str, fem.Function]],
         region_tags,
         formats: tuple[str, ...] = FORMATS,
+        resume_at: float | None = None,
     ) -> None:
         """``sources``: array name -> (presentation key, function in SI units)."""
         self.sources = sources
@@ -86,28 +89,31 @@ class FieldOutput:
             else:  # point data: P1
                 lowered = space if e.embedded_superdegree == 1 else P1
             self.linear[n] = f if lowered is f.function_space else fem.Function(lowered, name=n)
-        region = fem.Function(fem.functionspace(mesh, ("DG", 0)), name="region")
-        region.x.array[region_tags.indices] = region_tags.values
-        self.region = region
         self.writers: list = []
         if "vtx" in formats:
             families: dict[str, list[fem.Function]] = {}
             for f in self.native.values():
                 e = f.function_space.ufl_element()
                 families.setdefault(f"{e.family_name}{e.embedded_superdegree}", []).append(f)
-            self.writers += [VTXWriter(comm, folder / f"fields_{k}.bp", fs, engine="BP4") for k, fs in families.items()]
-        point = [f for f in self.linear.values() if not f.function_space.ufl_element().discontinuous]
-        cell = [f for f in self.linear.values() if f.function_space.ufl_element().discontinuous]
-        self.vtkhdf = None
-        if "vtkhdf" in formats:
-            ids = region.x.array.astype(np.int32)
-            self.vtkhdf = VTKHDFWriter(folder / "fields.vtkhdf", mesh, {"region": ids}, point, cell)
-        self.xdmf = None
-        if "xdmf" in formats:
-            self.xdmf_path = folder / "fields.xdmf"
-            self.xdmf = XDMFFile(comm, self.xdmf_path, "w")
-            self.xdmf.write_mesh(mesh)
-        self.xdmf_fields = point + cell
+            part = _next_vtx_part(comm, folder) if resume_at is not None else ""
+            self.writers += [
+                VTXWriter(comm, folder / f"fields_{k}{part}.bp", fs, engine="BP4") for k, fs in families.items()
+            ]
+        self.gathered = None
+        if "vtkhdf" in formats or "xdmf" in formats:
+            point = [f for f in self.linear.values() if not f.function_space.ufl_element().discontinuous]
+            cell = [f for f in self.linear.values() if f.function_space.ufl_element().discontinuous]
+            ids = np.zeros(mesh.topology.index_map(3).size_local + mesh.topology.index_map(3).num_ghosts, np.int32)
+            ids[region_tags.indices] = region_tags.values
+            self.gathered = GatheredFieldWriter(
+                mesh,
+                {"region": ids},
+                point,
+                cell,
+                vtkhdf=folder / "fields.vtkhdf" if "vtkhdf" in formats else None,
+                xdmf=folder / "fields.xdmf" if "xdmf" in formats else None,
+                resume_at=resume_at,
+            )
 
     def write(self, t: float) -> None:
         """Convert every source to its presentation unit and write all formats at time ``t`` (s)."""
@@ -117,45 +123,21 @@ class FieldOutput:
                 self.linear[name].interpolate(self.native[name])
         for w in self.writers:
             w.write(t)
-        if self.vtkhdf is not None:
-            self.vtkhdf.write(t)
-        if self.xdmf is not None:
-            for f in [*self.xdmf_fields, self.region]:
-                self.xdmf.write_function(f, t)
+        if self.gathered is not None:
+            self.gathered.write(t)
 
     def close(self) -> None:
         for w in self.writers:
             w.close()
-        if self.xdmf is not None:
-            self.xdmf.close()
-            if self.region.function_space.mesh.comm.rank == 0:
-                merge_xdmf_fields(self.xdmf_path)
 
 
-def merge_xdmf_fields(path: Path) -> None:
-    """Rewrite dolfinx's XDMF (one temporal collection per function) as one collection with one grid per time
-    holding every array, so that ParaView shows one dataset with all fields instead of one block per field."""
-    ET.register_namespace("xi", XINCLUDE)
-    tree = ET.parse(path)
-    domain = tree.getroot().find("Domain")
-    assert domain is not None
-    collections = [g for g in domain.findall("Grid") if g.get("GridType") == "Collection"]
-    by_time: dict[str, ET.Element] = {}
-    for collection in collections:
-        for grid in collection.findall("Grid"):
-            time_ = grid.find("Time")
-            assert time_ is not None
-            key = time_.get("Value", "0")
-            if key not in by_time:
-                merged = ET.Element("Grid", Name="fields", GridType="Uniform")
-                merged.extend([e for e in grid if e.tag != "Attribute"])
-                by_time[key] = merged
-            by_time[key].extend(grid.findall("Attribute"))
-        domain.remove(collection)
-    series = ET.SubElement(domain, "Grid", Name="fields", GridType="Collection", CollectionType="Temporal")
-    series.extend(by_time[k] for k in sorted(by_time, key=float))
-    ET.indent(tree)
-    write_atomic(path, '<?xml version="1.0"?>\n' + ET.tostring(tree.getroot(), encoding="unicode") + "\n")
+def _next_vtx_part(comm: MPI.Comm, folder: Path) -> str:
+    """Suffix of the first unused VTX part (".part2", ".part3", ...), the same on every rank."""
+    k = 2
+    if comm.rank == 0:
+        while any(folder.glob(f"fields_*.part{k}.bp")):
+            k += 1
+    return f".part{comm.bcast(k, root=0)}"
 
 
 class SeriesTable:
@@ -177,9 +159,21 @@ class SeriesTable:
         assert self._file is not None
         self._file.flush()
 
+    def restart(self, rows: list[dict[str, float]]) -> None:
+        """Rewrite the file with ``rows`` (a checkpoint's, dropping any written after it); appends follow."""
+        if self.comm.rank != 0 or not rows:
+            return
+        self.close()
+        self._file = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
+        self._writer = csv.DictWriter(self._file, fieldnames=list(rows[0]))
+        self._writer.writeheader()
+        self._writer.writerows(rows)
+        self._file.flush()
+
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
 
 
 def write_json(comm: MPI.Comm, path: Path, data: dict) -> None:

@@ -25,8 +25,9 @@ import ufl
 from dolfinx import fem
 from mpi4py import MPI
 
-from solver import meshing, paraview, provenance
+from solver import checkpoint, meshing, paraview, provenance
 from solver.case import Case
+from solver.checkpoint import NodalSpace, RunStopped, StopFlag
 from solver.coupling import Agent, CoupledModel
 from solver.output import FieldOutput, SeriesTable, array_name, clinical, write_json
 from solver.physics.linear import SolveError, scalar
@@ -77,22 +78,45 @@ class RunResult:
     series: list[dict[str, float]]  # the time-series rows
 
 
-class Simulation:
-    """Runs a :class:`CoupledModel` through its protocol."""
+@dataclass
+class Stopping:
+    """When a run writes checkpoints and when it stops early (times in s of simulated time). Checkpoints and
+    stops fall on the first step end at or after the time asked for: the step sequence is the same as without."""
 
-    def __init__(self, model: CoupledModel, folder: Path | None = None, log: RunLog | None = None) -> None:
+    checkpoint_interval: float | None = None
+    stop_at: float | None = None
+    signals: StopFlag | None = None  # stop with a checkpoint when SIGUSR1/SIGTERM arrives
+
+
+class Simulation:
+    """Runs a :class:`CoupledModel` through its protocol, from the start or from a checkpoint (``restart``:
+    a checkpoint folder; the field files and time series in ``folder`` are continued from its time)."""
+
+    def __init__(
+        self,
+        model: CoupledModel,
+        folder: Path | None = None,
+        log: RunLog | None = None,
+        stopping: Stopping | None = None,
+        restart: Path | None = None,
+    ) -> None:
         self.model, self.folder = model, folder
         self.log = log if log is not None else RunLog(model.comm, quiet=True)
         self.comm = model.comm
         case = model.case
         self.end = case.protocol.end_time if case.protocol else case.numerics.dt
         self.milestones = Milestones.of(case, self.end)
+        self.stopping = stopping or Stopping()
+        self.restart = restart
+        self.restart_state = checkpoint.read_state(restart) if restart is not None else None
+        resume_at = self.restart_state["time"] if self.restart_state else None
         self.cem43 = np.zeros_like(model.T.x.array)
         self.table = SeriesTable(self.comm, folder / "timeseries.csv") if folder else None
         self.writer = None
         self.outputs = self._output_sources()
         if folder is not None and self.outputs:
-            self.writer = FieldOutput(folder, self.outputs, model.tm.cell_tags, tuple(case.output.formats))
+            formats = tuple(case.output.formats)
+            self.writer = FieldOutput(folder, self.outputs, model.tm.cell_tags, formats, resume_at=resume_at)
         self.region_dofs = self._region_dofs()
         self.dx = model.dx
         self._mean_forms: dict[tuple[str, str], fem.Form] = {}
@@ -100,6 +124,11 @@ class Simulation:
         self.pressure_history: list[tuple[float, float]] = []
         self.rows: list[dict[str, float]] = []
         self.phase_seconds = {"pressure": 0.0, "heat": 0.0, "transport": 0.0, "output": 0.0}
+        self.earlier_wall_seconds = 0.0  # of the runs before a restart
+        self.t, self.steps, self.doses_done = 0.0, 0, set[int]()
+        # the pieces of a run stopped and resumed: ranks and simulated time span of each
+        self.segments: list[dict] = list(self.restart_state["segments"]) if self.restart_state else []
+        self._spaces: dict[str, NodalSpace] = {}
 
     # --------------------------------------------------------------------------------------- outputs
     def _output_sources(self) -> dict[str, tuple[str, fem.Function]]:
@@ -203,7 +232,7 @@ class Simulation:
             state.append((c.C_p, c.C_s, dict(c.totals), a.hydrolysed_tissue, a.lymph_to_systemic, a.boundary_out))
         return state
 
-    def _restore(self, state: list) -> None:
+    def _rollback(self, state: list) -> None:
         m = self.model
         m.T.x.array[:] = state[0]
         if m.metabolism is not None:
@@ -224,20 +253,24 @@ class Simulation:
         self.cem43 += cem43_increment(m.T.x.array, dt)
 
     def run(self) -> RunResult:
+        """Run to the end of the protocol (raises :class:`RunStopped` when stopped early with a checkpoint)."""
         m = self.model
         wall = time.perf_counter()
-        t, steps = 0.0, 0
-        m.set_time(0.0)
-        m.pressure.solve()
-        self._record(0.0)
-        doses_done: set[int] = set()
-        while t < self.end * (1 - 1e-12):
+        if self.restart_state is None:
+            m.set_time(0.0)
+            m.pressure.solve()
+            self._record(0.0)
+        else:
+            self._resume(self.restart_state)
+        next_checkpoint = self._next_checkpoint(self.t)
+        while self.t < self.end * (1 - 1e-12):
+            t = self.t
             p = m.case.protocol
             for i, d in enumerate(p.doses if p and m.agents else []):  # no agents when physics.drug is off
-                if i not in doses_done and d.time <= t + 1e-9:
+                if i not in self.doses_done and d.time <= t + 1e-9:
                     agent = next(a for a in m.agents if a.name == d.agent)
                     agent.circuit.dose(m.dose_amount(d.per_limb_volume, d.amount))
-                    doses_done.add(i)
+                    self.doses_done.add(i)
             target = self.milestones.next_after(t)
             dt = min(m.case.numerics.dt, target - t)
             if target - t - dt < 1e-6 * dt:  # do not leave a sliver before a milestone
@@ -248,27 +281,156 @@ class Simulation:
                     self._step(t, dt)
                     break
                 except SolveError as err:
-                    self._restore(state)
+                    self._rollback(state)
                     if cut == MAX_CUTS:
                         raise SolveError(f"t = {t / 60:.2f} min: {err}; gave up after {MAX_CUTS} cut-backs") from None
                     dt *= 0.5
                     self.log.say(f"  t = {t / 60:.2f} min: {err}; retrying with dt = {dt:.3g} s")
             self._accept(dt)
             t += dt
-            steps += 1
+            self.steps += 1
             if abs(t - target) < 1e-9 * max(1.0, target):
                 t = target
+            self.t = t
             self._record(t)
+            if self.t < self.end * (1 - 1e-12):
+                next_checkpoint = self._checkpoint_or_stop(next_checkpoint, wall)
+        self._close_outputs()
+        summary = self.summary()
+        summary["steps"] = self.steps
+        summary["wall_seconds"] = self.earlier_wall_seconds + time.perf_counter() - wall
+        summary["phase_seconds"] = self.phase_seconds
+        summary["krylov_iterations"] = self.iterations()
+        summary["segments"] = self._segments()
+        return RunResult(summary, self.rows)
+
+    def _segments(self) -> list[dict]:
+        start = self.restart_state["time"] if self.restart_state else 0.0
+        return [*self.segments, {"ranks": self.comm.size, "from_min": start / 60.0, "to_min": self.t / 60.0}]
+
+    def _close_outputs(self) -> None:
         if self.writer:
             self.writer.close()
         if self.table:
             self.table.close()
-        summary = self.summary()
-        summary["steps"] = steps
-        summary["wall_seconds"] = time.perf_counter() - wall
-        summary["phase_seconds"] = self.phase_seconds
-        summary["krylov_iterations"] = self.iterations()
-        return RunResult(summary, self.rows)
+
+    # ------------------------------------------------------------------------------------ checkpoints
+    def _next_checkpoint(self, t: float) -> float:
+        interval = self.stopping.checkpoint_interval
+        return math.inf if interval is None else interval * (math.floor(t / interval * (1 + 1e-12)) + 1)
+
+    def _checkpoint_or_stop(self, next_checkpoint: float, wall_start: float) -> float:
+        """After a step: write a checkpoint when one is due; stop (raise RunStopped) when asked to."""
+        t, stop = self.t, self.stopping
+        reason = None
+        if stop.signals is not None:
+            received = stop.signals.any_rank(self.comm)
+            reason = f"signal {received}" if received else None
+        if reason is None and stop.stop_at is not None and t >= stop.stop_at * (1 - 1e-12):
+            reason = f"--stop-at {stop.stop_at / 60:g} min"
+        if reason is None and t < next_checkpoint * (1 - 1e-12):
+            return next_checkpoint
+        if self.folder is None:
+            raise ValueError("checkpoints need a results folder")
+        path = self.write_checkpoint(self.earlier_wall_seconds + time.perf_counter() - wall_start)
+        self.log.say(f"  t = {t / 60:6.1f} min  checkpoint written ({reason or 'interval'})")
+        if reason is not None:
+            self._close_outputs()
+            raise RunStopped(t, reason, path)
+        return self._next_checkpoint(t)
+
+    def _nodal_spaces(self) -> dict[str, NodalSpace]:
+        """The scalar spaces of the checkpointed fields: V (T, CEM43) and the C space of each agent."""
+        if not self._spaces:
+            self._spaces["V"] = NodalSpace(self.model.V)
+            for a in self.model.agents:
+                self._spaces[a.name] = NodalSpace(a.transport.W.sub(0).collapse()[0])
+        return self._spaces
+
+    def _nodal_fields(self) -> dict[str, tuple[NodalSpace, np.ndarray]]:
+        spaces = self._nodal_spaces()
+        out = {"T": (spaces["V"], self.model.T.x.array), "cem43": (spaces["V"], self.cem43)}
+        for a in self.model.agents:
+            sp = spaces[a.name]
+            for i, key in enumerate(("C", "C_c", "A")):
+                out[f"{a.name}.{key}"] = (sp, a.field(i))
+            for key in ("auc_free", "auc_cell", "peak_free"):
+                out[f"{a.name}.{key}"] = (sp, getattr(a, key))
+        return out
+
+    def write_checkpoint(self, wall_seconds: float) -> Path:
+        """Write the state after the current step into ``<folder>/checkpoint`` (collective)."""
+        assert self.folder is not None
+        m = self.model
+        mb = m.metabolism
+        state = {
+            "time": self.t,
+            "steps": self.steps,
+            "doses_done": sorted(self.doses_done),
+            "dt": float(m.dt.value),
+            "wall_seconds": wall_seconds,
+            "case": json.loads(m.case.model_dump_json()),
+            "protocol_state": m.protocol_state(),
+            "metabolism": [mb.oxygen, mb.lactate, mb.oxygen_used] if mb else None,
+            "agents": {
+                a.name: {
+                    "C_p": a.circuit.C_p,
+                    "C_s": a.circuit.C_s,
+                    "totals": a.circuit.totals,
+                    "hydrolysed_tissue": a.hydrolysed_tissue,
+                    "lymph_to_systemic": a.lymph_to_systemic,
+                    "boundary_out": a.boundary_out,
+                    "auc_systemic": a.auc_systemic,
+                }
+                for a in m.agents
+            },
+            "rows": self.rows,
+            "pressure_history": self.pressure_history,
+            "phase_seconds": self.phase_seconds,
+            "iterations": {k: list(map(int, s.iterations)) for k, s in m.linear_systems().items()},
+            "segments": self._segments(),
+        }
+        return checkpoint.write(self.folder, self.comm, state, self._nodal_fields())
+
+    def _resume(self, state: dict) -> None:
+        """Put the model back in the state of the checkpoint ``self.restart``."""
+        assert self.restart is not None
+        m = self.model
+        spaces = self._nodal_spaces()
+        reader = checkpoint.Reader(self.restart, self.comm, list(spaces.values()))
+        m.T.x.array[:] = reader.values("T", spaces["V"])
+        if m.heat is not None:
+            m.heat.T_old.x.array[:] = m.T.x.array
+        self.cem43[:] = reader.values("cem43", spaces["V"])
+        for a in m.agents:
+            sp, saved = spaces[a.name], state["agents"][a.name]
+            for i, key in enumerate(("C", "C_c", "A")):
+                a.transport.w.x.array[a.dofs[i]] = reader.values(f"{a.name}.{key}", sp)
+            a.transport.advance()
+            for key in ("auc_free", "auc_cell", "peak_free"):
+                getattr(a, key)[:] = reader.values(f"{a.name}.{key}", sp)
+            a.circuit.C_p, a.circuit.C_s = saved["C_p"], saved["C_s"]
+            a.circuit.totals = dict(saved["totals"])
+            a.transport.C_p.value = saved["C_p"]
+            a.hydrolysed_tissue, a.lymph_to_systemic = saved["hydrolysed_tissue"], saved["lymph_to_systemic"]
+            a.boundary_out, a.auc_systemic = saved["boundary_out"], saved["auc_systemic"]
+        if m.metabolism is not None:
+            m.metabolism.oxygen, m.metabolism.lactate, m.metabolism.oxygen_used = state["metabolism"]
+            m.uptake_factor.value = m.metabolism.uptake_factor
+        m.dt.value = state["dt"]
+        m.set_protocol_state(state["protocol_state"])
+        m.T_a.value = m.inflow_temperature(state["time"])
+        m.pressure.solve()  # from the restored vessel properties: pressure has no time derivative
+        self.t, self.steps, self.doses_done = state["time"], state["steps"], set(state["doses_done"])
+        self.rows = state["rows"]
+        self.pressure_history = [tuple(x) for x in state["pressure_history"]]
+        self.phase_seconds = state["phase_seconds"]
+        self.earlier_wall_seconds = state["wall_seconds"]
+        for name, system in m.linear_systems().items():
+            system.iterations[:] = state["iterations"].get(name, [])
+        if self.table:
+            self.table.restart(self.rows)
+        self.log.say(f"  resumed at t = {self.t / 60:.1f} min (step {self.steps}) from {self.restart}")
 
     def iterations(self) -> dict[str, dict[str, float]]:
         return {
@@ -426,16 +588,20 @@ def run_case(
     quiet: bool = False,
     argv: list[str] | None = None,
     source: Path | None = None,
+    stopping: Stopping | None = None,
+    restart: Path | None = None,
 ) -> RunResult:
     """Mesh, build, run and write a case into ``folder`` (the caller decides whether it may be written).
 
     Writes the fields, ``case.toml`` (a copy of ``source``), ``timeseries.csv``, ``summary.json``,
-    ``case_resolved.json`` (SI), ``provenance.json``, ``run.log`` and ``open_in_paraview.py``.
+    ``case_resolved.json`` (SI), ``provenance.json``, ``run.log`` and ``open_in_paraview.py``. With
+    ``restart`` (a checkpoint folder inside ``folder``) the run continues from it and its files are continued.
+    Raises :class:`RunStopped` when ``stopping`` ends the run early; a finished run removes its checkpoint.
     """
     started = provenance.now()
     if comm.rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
-        if source is not None:  # the case file as given, beside case_resolved.json (SI)
+        if source is not None and restart is None:  # the case file as given, beside case_resolved.json (SI)
             shutil.copyfile(source, folder / "case.toml")
     comm.barrier()
     log = RunLog(comm, folder / "run.log", quiet)
@@ -443,7 +609,8 @@ def run_case(
     start = time.perf_counter()
     say(f"isolimb: {case.title} on {comm.size} rank(s)")
     tm = meshing.generate(case, comm)
-    meshing.write_mesh(tm, folder)
+    if restart is None:
+        meshing.write_mesh(tm, folder)
     stats = meshing.mesh_statistics(tm)
     mesh_seconds = time.perf_counter() - start
     say(f"  mesh: {stats['cells']} cells, {stats['vertices']} vertices ({mesh_seconds:.1f} s)")
@@ -452,12 +619,23 @@ def run_case(
     for a in model.agents:
         dofs[f"transport_{a.name}"] = a.transport.W.dofmap.index_map.size_global
     say(f"  dofs: {dofs}")
-    sim = Simulation(model, folder, log)
+    stopping = stopping or Stopping()
+    sim = Simulation(model, folder, log, stopping, restart)
     log.start(sim.end)
+    if stopping.signals is not None:
+        stopping.signals.install()
     try:
         result = sim.run()
+    except RunStopped as stopped:
+        log.stop()
+        say(f"isolimb: {stopped}")
+        say(f"  continue with: isolimb run <case> --resume {folder}  (on any number of ranks)")
+        log.close()
+        raise
     finally:
         log.stop()
+        if stopping.signals is not None:
+            stopping.signals.uninstall()
     result.summary["mesh"] = {**stats, "seconds": mesh_seconds}
     result.summary["dofs"] = dofs
     result.summary["ranks"] = comm.size
@@ -476,6 +654,8 @@ def run_case(
         write_json(comm, folder / "provenance.json", provenance.provenance(comm, started, argv or [], solvers, facts))
         if (folder / "fields.vtkhdf").exists():
             paraview.write_script(folder)
+        for stale in (checkpoint.NAME, f".{checkpoint.NAME}.old"):  # a finished run has nothing to resume
+            shutil.rmtree(folder / stale, ignore_errors=True)
     comm.barrier()  # every rank returns with every file in place
     s = result.summary
     headline = f"balance error {s['drug_balance_relative_error']:.1e}, leak {100 * s['systemic_leak_fraction']:.2f} %"
