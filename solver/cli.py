@@ -140,17 +140,28 @@ def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         signals=checkpoint.StopFlag(),
     )
     source = Path(args.case) / "case.toml" if Path(args.case).is_dir() else Path(args.case)
-    if args.resume is not None:
-        folder = Path(args.resume)
-        if args.output is not None or args.force:
-            raise UsageError("--resume continues its own folder: leave out -o/--output and --force")
+    if args.resume is not None and (args.output is not None or args.force or args.continue_):
+        raise UsageError("--resume continues its own folder: leave out -o/--output, --force and --continue")
+    folder = Path(args.resume or args.output or case.output.folder)
+    resume = args.resume is not None
+    if args.continue_:  # a job that may run several times: finished -> nothing, stopped -> resume, else start
+        state = None
+        if comm.rank == 0:
+            state = "finished" if (folder / "summary.json").exists() else None
+            state = state or ("stopped" if checkpoint.find(folder) is not None else None)
+        state = comm.bcast(state, root=0)
+        if state == "finished":
+            _say(comm, f"isolimb: {folder} holds a finished run (--continue): nothing to do")
+            return
+        resume = state == "stopped"
+        args.force = not resume  # a folder without checkpoint (killed before the first) is started again
+    if resume:
         problem = _resume_problem(folder, case) if comm.rank == 0 else None
         refuse_if(comm, problem)
         restart = checkpoint.find(folder) if comm.rank == 0 else None
         restart = comm.bcast(restart, root=0)
         run_case(case, folder, comm, args.quiet, sys.argv, source, stopping, restart)
         return
-    folder = Path(args.output) if args.output else Path(case.output.folder)
     problem = None
     if comm.rank == 0 and folder.exists() and any(folder.iterdir()):
         if not args.force:
@@ -277,6 +288,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--force", action="store_true", help="replace an existing results folder (isolimb's own only)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     r.add_argument("--resume", metavar="RESULTS", help="continue a stopped run from RESULTS/checkpoint")
+    r.add_argument(
+        "--continue",
+        dest="continue_",
+        action="store_true",
+        help="for jobs that may run again: resume the results folder's checkpoint if it has one, do nothing if it "
+        "holds a finished run, start (replacing an isolimb folder) otherwise",
+    )
     r.add_argument(
         "--checkpoint-every", metavar="TIME", help='write a checkpoint every TIME of simulated time, e.g. "10 min"'
     )

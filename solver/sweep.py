@@ -152,11 +152,14 @@ def to_toml(tree: dict) -> str:
 
 SBATCH = """#!/bin/bash
 # A SLURM job array: one MPI run of isolimb per task. Submit from this folder: sbatch sweep.sbatch
+# Submitting it again continues what is unfinished: finished runs are skipped, stopped ones resume from their
+# checkpoint (isolimb run --continue). SLURM's USR1 before the wall time makes each run stop with a checkpoint.
 #SBATCH --job-name=isolimb-sweep
 #SBATCH --array=0-{n}
 #SBATCH --ntasks={ranks}
 #SBATCH --cpus-per-task=1
 #SBATCH --time={time}
+#SBATCH --signal=B:USR1@120
 #SBATCH --output=logs/%x-%A_%a.out
 set -euo pipefail
 cd "${{SLURM_SUBMIT_DIR}}"
@@ -164,17 +167,25 @@ export OMP_NUM_THREADS=1
 export XDG_CACHE_HOME="${{TMPDIR:-/tmp}}/isolimb-cache-${{SLURM_JOB_ID}}"   # node-local JIT cache
 ID=$(printf "run-%04d" "${{SLURM_ARRAY_TASK_ID}}")
 ISOLIMB="${{ISOLIMB:-isolimb}}"
-{launch} "$ISOLIMB" run "cases/$ID" --force -q
+{launch} "$ISOLIMB" run "cases/$ID" --continue --checkpoint-every "${{CHECKPOINT_EVERY:-10 min}}" -q &
+run=$!
+trap 'kill -USR1 "$run" 2>/dev/null || true' USR1 TERM
+status=0
+while kill -0 "$run" 2>/dev/null; do
+  wait "$run" && status=0 || status=$?
+done
+exit "$status"
 """
 
 LOCAL = """#!/bin/bash
 # Every run of the sweep, one after the other, on this machine (no SLURM): ./run_local.sh
+# Running it again skips finished runs and resumes stopped ones.
 set -euo pipefail
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS=1
 ISOLIMB="${{ISOLIMB:-isolimb}}"
 for case in cases/run-*; do
-  {launch} "$ISOLIMB" run "$case" --force -q
+  {launch} "$ISOLIMB" run "$case" --continue -q
 done
 """
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -85,31 +86,76 @@ def test_collect_gathers_finished_runs_and_names_the_missing(tmp_path):
     assert [r["id"] for r in rows] == ["run-0001"] and float(rows[0]["drug_balance_relative_error"]) == 0.0
 
 
-def test_slurm_job_array_of_mpi_runs(tmp_path):
-    """A real single-node SLURM (slurmctld + slurmd on localhost): a 2-run array of 2-rank MPI jobs."""
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    """A real single-node SLURM (slurmctld + slurmd on localhost); yields the environment to submit with."""
     if shutil.which("sbatch") is None or shutil.which("slurmctld") is None or os.geteuid() != 0:
         if SLURM_REQUIRED:
             pytest.fail("SLURM (slurm-wlm, munge) and root are required (ISOLIMB_REQUIRE_SLURM=1)")
         pytest.skip("needs Debian's slurm-wlm and munge, as root (.ci/run installs them)")
     cluster = ROOT / "tests" / "slurm" / "cluster.sh"
-    state = tmp_path / "slurm"
+    state = tmp_path_factory.mktemp("slurm")
     started = subprocess.run([str(cluster), "start", str(state)], capture_output=True, text=True, timeout=120)
     assert started.returncode == 0, started.stderr
-    env = {**_env(), "SLURM_CONF": started.stdout.strip().splitlines()[-1]}
     try:
-        out = tmp_path / "sweep"
-        expand(_spec(tmp_path, ranks=2), out)
-        job = subprocess.run(
-            ["sbatch", "--wait", "sweep.sbatch"], cwd=out, capture_output=True, text=True, env=env, timeout=300
-        )
-        logs = "".join(p.read_text() for p in (out / "logs").glob("*"))
-        assert job.returncode == 0, job.stderr + logs
-        path, missing, _ = collect(out)
-        assert missing == []
-        for run in ("run-0000", "run-0001"):
-            prov = json.loads((out / "results" / run / "provenance.json").read_text())
-            assert prov["ranks"] == 2
-        with open(path, newline="") as f:
-            assert len(list(csv.DictReader(f))) == 2
+        yield {**_env(), "SLURM_CONF": started.stdout.strip().splitlines()[-1]}
     finally:
         subprocess.run([str(cluster), "stop", str(state)], timeout=60)
+
+
+def test_slurm_job_array_of_mpi_runs(tmp_path, slurm):
+    """A 2-run array of 2-rank MPI jobs."""
+    out = tmp_path / "sweep"
+    expand(_spec(tmp_path, ranks=2), out)
+    job = subprocess.run(
+        ["sbatch", "--wait", "sweep.sbatch"], cwd=out, capture_output=True, text=True, env=slurm, timeout=300
+    )
+    logs = "".join(p.read_text() for p in (out / "logs").glob("*"))
+    assert job.returncode == 0, job.stderr + logs
+    path, missing, _ = collect(out)
+    assert missing == []
+    for run in ("run-0000", "run-0001"):
+        prov = json.loads((out / "results" / run / "provenance.json").read_text())
+        assert prov["ranks"] == 2
+    with open(path, newline="") as f:
+        assert len(list(csv.DictReader(f))) == 2
+
+
+def test_slurm_warning_signal_checkpoints_and_the_next_job_resumes(tmp_path, slurm):
+    """hpc/slurm/run.sbatch: SLURM's USR1 to the batch script (as --signal=B:USR1 sends it before the wall time)
+    stops the 2-rank run with a checkpoint (status 75); the same job submitted again resumes and finishes; a
+    third submission finds the run finished and does nothing."""
+    out = tmp_path / "result"
+    env = {
+        **slurm,
+        "CASE": str(CASES / "student-small"),
+        "OUT": str(out),
+        "LAUNCH": f"{BIN / 'mpiexec'} -n 2",
+    }
+    script = str(ROOT / "hpc" / "slurm" / "run.sbatch")
+    submit = ["sbatch", "--parsable", "--ntasks=2", f"--output={tmp_path}/job-%j.out", script]
+    first = subprocess.run(submit, cwd=tmp_path, capture_output=True, text=True, env=env, timeout=60)
+    assert first.returncode == 0, first.stderr
+    job = first.stdout.strip().split(";")[0]
+    deadline = time.monotonic() + 240
+    log = out / "run.log"
+    while not (log.exists() and "t =   10.0 min" in log.read_text()):
+        assert time.monotonic() < deadline, "the job did not get to 10 min"
+        time.sleep(0.2)
+    signalled = subprocess.run(["scancel", "--batch", "--signal=USR1", job], env=env, capture_output=True, text=True)
+    assert signalled.returncode == 0, signalled.stderr
+    while subprocess.run(["squeue", "-h", "-j", job], env=env, capture_output=True, text=True).stdout.strip():
+        assert time.monotonic() < deadline, "the signalled job did not end"
+        time.sleep(0.5)
+    output = (tmp_path / f"job-{job}.out").read_text()
+    assert "isolimb exited with status 75" in output, output
+    assert (out / "checkpoint" / "state.json").exists() and not (out / "summary.json").exists()
+    second = subprocess.run([*submit[:2], "--wait", *submit[2:]], cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert second.returncode == 0, second.stderr
+    summary = json.loads((out / "summary.json").read_text())
+    assert [s["ranks"] for s in summary["segments"]] == [2, 2]
+    assert summary["segments"][0]["to_min"] > 10 and summary["segments"][1]["to_min"] == 40
+    assert summary["drug_balance_relative_error"] < 1e-10
+    third = subprocess.run([*submit[:2], "--wait", *submit[2:]], cwd=tmp_path, capture_output=True, text=True, env=env)
+    job3 = third.stdout.strip().split(";")[0]
+    assert third.returncode == 0 and "nothing to do" in (tmp_path / f"job-{job3}.out").read_text()
