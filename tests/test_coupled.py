@@ -91,35 +91,29 @@ def test_halving_time_step_changes_tumour_auc_by_less_than_one_percent(student, 
     assert abs(coarse_auc - fine_auc) / fine_auc < 0.01
 
 
+def _run_at(ranks: int, case: str, out) -> dict:
+    """summary.json of ``isolimb run`` on ``ranks`` MPI ranks."""
+    command = [str(ROOT / ".venv/bin/mpiexec"), "-n", str(ranks), sys.executable, "-m", "solver", "run"]
+    subprocess.run([*command, str(CASES / case), "-o", str(out), "-q"], check=True, timeout=600)
+    return json.loads((out / "summary.json").read_text())
+
+
+def _assert_same_functionals(parallel: dict, serial: dict, ranks: int) -> None:
+    assert parallel["ranks"] == ranks
+    assert parallel["drug_balance_relative_error"] < 1e-6
+    assert parallel["systemic_leak_fraction"] == pytest.approx(serial["systemic_leak_fraction"], rel=1e-6)
+    for region, entry in serial["regions"].items():
+        for key in ("volume_m3", "pressure_mean_Pa", "auc_free_mean", "auc_cell_mean", "adducts_mean"):
+            assert parallel["regions"][region][key] == pytest.approx(entry[key], rel=1e-6), (region, key)
+        for key in ("temperature_max_degC", "cem43_max_min", "peak_free_max"):
+            assert parallel["regions"][region][key] == pytest.approx(entry[key], rel=1e-6), (region, key)
+
+
 @pytest.mark.serial
 @pytest.mark.parametrize("ranks", [2, 3])
 def test_same_functionals_at_one_two_and_three_ranks(student, tmp_path, ranks):
     _, (_, serial) = student
-    out = tmp_path / "r"
-    subprocess.run(
-        [
-            str(ROOT / ".venv/bin/mpiexec"),
-            "-n",
-            str(ranks),
-            sys.executable,
-            "-m",
-            "solver",
-            "run",
-            str(CASES / "student-small"),
-            "-o",
-            str(out),
-            "-q",
-        ],
-        check=True,
-        timeout=600,
-    )
-    parallel = json.loads((out / "summary.json").read_text())
-    assert parallel["ranks"] == ranks
-    assert parallel["drug_balance_relative_error"] < 1e-6
-    assert parallel["systemic_leak_fraction"] == pytest.approx(serial.summary["systemic_leak_fraction"], rel=1e-6)
-    for region, entry in serial.summary["regions"].items():
-        for key in ("volume_m3", "pressure_mean_Pa", "auc_free_mean", "auc_cell_mean", "adducts_mean"):
-            assert parallel["regions"][region][key] == pytest.approx(entry[key], rel=1e-6), (region, key)
+    _assert_same_functionals(_run_at(ranks, "student-small", tmp_path / "r"), serial.summary, ranks)
 
 
 @pytest.mark.serial
@@ -176,11 +170,16 @@ def test_failed_step_is_rolled_back_and_retried(comm, shared_tmp):
         assert result.summary["agents"][name]["dose_kg"] == pytest.approx(dose, rel=1e-12)
 
 
-@pytest.mark.slow
-def test_default_case_end_to_end(comm):
-    """The default case (TM-ILP leg, seed 003): balance within 1e-6, TNF pressure collapse, plausible leak."""
+@pytest.fixture(scope="module")
+def default_case():
     case = parse_case(CASES / "ilp-tm-sarcoma-leg")
-    sim, result = _run(case, comm)
+    return case, _run(case, MPI.COMM_WORLD)
+
+
+@pytest.mark.slow
+def test_default_case_end_to_end(default_case, comm):
+    """The default case (TM-ILP leg, seed 003): balance within 1e-6, TNF pressure collapse, plausible leak."""
+    case, (sim, result) = default_case
     s = result.summary
     assert s["drug_balance_relative_error"] < 1e-6
     assert 0.0 < s["systemic_leak_fraction"] < 0.3
@@ -193,6 +192,15 @@ def test_default_case_end_to_end(comm):
     agent = sim.model.agents[0]
     for values in (agent.field(0), agent.field(1), agent.field(2), agent.auc_free):
         assert comm.allreduce(float(values.min()), op=MPI.MIN) >= 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.serial
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_default_case_same_functionals_at_two_and_three_ranks(default_case, tmp_path, ranks):
+    """Issue 5: the default case gives the summary functionals of the serial run at 2 and 3 ranks."""
+    _, (_, serial) = default_case
+    _assert_same_functionals(_run_at(ranks, "ilp-tm-sarcoma-leg", tmp_path / "r"), serial.summary, ranks)
 
 
 @pytest.mark.slow
