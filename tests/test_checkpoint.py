@@ -135,7 +135,7 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
     other.write_text(SMALL.read_text().replace('flow = "', 'flow = "1', 1))
     cases = [
         (["run", str(other), "--resume", str(results)], "the case differs from the one checkpointed at protocol.flow"),
-        (["run", str(SMALL), "--resume", str(results), "-o", "x"], "leave out -o/--output and --force"),
+        (["run", str(SMALL), "--resume", str(results), "-o", "x"], "leave out -o/--output, --force and --continue"),
         (["run", str(SMALL), "--resume", str(tmp_path)], "not an isolimb results folder"),
         (["run", str(SMALL), "-o", str(tmp_path / "s"), "--stop-at", "3"], "--stop-at '3': expected a time"),
     ]
