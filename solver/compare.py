@@ -125,17 +125,14 @@ def overlay_plots(results: list[Result], out: Path) -> dict[str, Path]:
             plt.close(fig)
     with_dvh = [r for r in results if "tumour" in r.coverage]
     if with_dvh:
-        fig, ax = plt.subplots(figsize=(7.0, 4.0), layout="constrained")
-        for r in with_dvh:
-            h = r.coverage["tumour"]
-            ax.step(h.level, 100 * h.fraction, where="post", label=r.label)
-        ax.set_xlabel("free-drug AUC (mg min/L)")
-        ax.set_ylabel("tumour volume with at least this AUC (%)")
-        ax.set_title("Tumour drug-volume histograms")
-        ax.set_ylim(0, 102)
-        ax.grid(alpha=0.3)
-        ax.legend()
-        made["Tumour drug-volume histograms"] = plots.save(fig, out / "compare_dvh.png")
+        made["Tumour drug-volume histograms"] = plots.dvh_plot(
+            {r.label: r.coverage["tumour"] for r in with_dvh},
+            "free-drug AUC (mg min/L)",
+            out / "compare_dvh.png",
+            title="Tumour drug-volume histograms",
+            ylabel="tumour volume with at least this AUC (%)",
+            emphasis=None,
+        )
     return made
 
 

@@ -38,6 +38,7 @@ class Agent:
     params: AgentParams
     transport: Transport
     circuit: Circuit
+    space: fem.FunctionSpace  # the scalar space of each of C, C_c and A (the collapsed subspace)
     dofs: tuple[np.ndarray, np.ndarray, np.ndarray]  # C, C_c, A dofs within the mixed space
     hydrolysed_tissue: float = 0.0
     lymph_to_systemic: float = 0.0
@@ -193,8 +194,9 @@ class CoupledModel:
         circuit = Circuit(
             V_p=self.circulating_volume, V_s=protocol.systemic_volume, clearance=protocol.systemic_clearance
         )
-        dofs = tuple(np.asarray(transport.W.sub(i).collapse()[1], dtype=np.int64).ravel() for i in range(3))
-        agent = Agent(name, params, transport, circuit, dofs)  # type: ignore[arg-type]
+        collapsed = [transport.W.sub(i).collapse() for i in range(3)]
+        dofs = tuple(np.asarray(c[1], dtype=np.int64).ravel() for c in collapsed)
+        agent = Agent(name, params, transport, circuit, collapsed[0][0], dofs)  # type: ignore[arg-type]
         n = len(dofs[0])
         agent.auc_free, agent.auc_cell, agent.peak_free = np.zeros(n), np.zeros(n), np.zeros(n)
         return agent

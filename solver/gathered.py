@@ -21,7 +21,11 @@ from solver.xdmf import XDMFFile
 
 class Sink(Protocol):
     def create(self, points, connectivity, statics, point_names, cell_shapes) -> None: ...
-    def reopen(self, points: np.ndarray, until: float) -> str | None: ...
+
+    path: Path
+
+    def stored_points(self) -> np.ndarray: ...
+    def reopen(self, until: float) -> None: ...
     def append(self, t: float, points: dict[str, np.ndarray], cells: dict[str, np.ndarray]) -> None: ...
 
 
@@ -87,8 +91,12 @@ class GatheredFieldWriter:
                 for sink in self.sinks:
                     if resume_at is None:
                         sink.create(points, conn, statics, names, shapes)
-                    else:
-                        problem = problem or sink.reopen(points, resume_at)
+                        continue
+                    stored = sink.stored_points()
+                    if stored.shape != points.shape or not np.allclose(stored, points, rtol=0, atol=1e-12):
+                        problem = f"{sink.path}: written on another mesh ({stored.shape[0]} points, now {len(points)})"
+                        break
+                    sink.reopen(resume_at)
             except (OSError, KeyError) as err:  # a missing or damaged file: every rank must hear of it
                 problem = f"{err}"
         problem = self.comm.bcast(problem, root=0)

@@ -148,14 +148,19 @@ class SeriesTable:
         self._writer: csv.DictWriter | None = None
         self._file: io.TextIOWrapper | None = None
 
+    def _start(self, fieldnames: list[str]) -> csv.DictWriter:
+        """(Re)write the file from its header (rank 0)."""
+        self.close()
+        self._file = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
+        self._writer = csv.DictWriter(self._file, fieldnames=fieldnames)
+        self._writer.writeheader()
+        return self._writer
+
     def append(self, row: dict[str, float]) -> None:
         if self.comm.rank != 0:
             return
-        if self._writer is None:
-            self._file = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
-            self._writer = csv.DictWriter(self._file, fieldnames=list(row))
-            self._writer.writeheader()
-        self._writer.writerow(row)
+        writer = self._writer or self._start(list(row))
+        writer.writerow(row)
         assert self._file is not None
         self._file.flush()
 
@@ -163,11 +168,8 @@ class SeriesTable:
         """Rewrite the file with ``rows`` (a checkpoint's, dropping any written after it); appends follow."""
         if self.comm.rank != 0 or not rows:
             return
-        self.close()
-        self._file = open(self.path, "w", newline="")  # noqa: SIM115 (closed in close())
-        self._writer = csv.DictWriter(self._file, fieldnames=list(rows[0]))
-        self._writer.writeheader()
-        self._writer.writerows(rows)
+        self._start(list(rows[0])).writerows(rows)
+        assert self._file is not None
         self._file.flush()
 
     def close(self) -> None:

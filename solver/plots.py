@@ -132,13 +132,21 @@ def dose_volume_of(folder: Path) -> dict[str, DoseVolume]:
     return dose_volume(series, name, json.loads((folder / "mesh.json").read_text())["regions"])
 
 
-def dvh_plot(histograms: dict[str, DoseVolume], array: str, path: Path) -> Path:
+def dvh_plot(
+    histograms: dict[str, DoseVolume],
+    xlabel: str,
+    path: Path,
+    title: str = "Cumulative drug-volume histogram (end of run)",
+    ylabel: str = "volume with at least this AUC (%)",
+    emphasis: str | None = "tumour",
+) -> Path:
+    """Cumulative drug-volume histograms, one curve per label (the ``emphasis`` curve drawn thicker)."""
     fig, ax = plt.subplots(figsize=(7.0, 4.0), layout="constrained")
     for name, h in histograms.items():
-        ax.step(h.level, 100 * h.fraction, where="post", label=name, lw=2 if name == "tumour" else 1.2)
-    ax.set_xlabel(array.replace("_", " "))
-    ax.set_ylabel("volume with at least this AUC (%)")
-    ax.set_title("Cumulative drug-volume histogram (end of run)")
+        ax.step(h.level, 100 * h.fraction, where="post", label=name, lw=2 if name == emphasis else 1.2)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
     ax.set_ylim(0, 102)
     ax.grid(alpha=0.3)
     ax.legend()

@@ -95,7 +95,8 @@ def build(folder: Path) -> Path:
     parts += [html_image(p, title) for title, p in plots.time_series_plots(folder, figures).items()]
     parts.append("<h2>Drug-volume histogram</h2>")
     if coverage:
-        parts.append(html_image(plots.dvh_plot(coverage, auc_name, figures / "dvh.png"), f"cumulative {auc_name}"))
+        dvh = plots.dvh_plot(coverage, auc_name.replace("_", " "), figures / "dvh.png")
+        parts.append(html_image(dvh, f"cumulative {auc_name}"))
     else:
         parts.append('<p class="note">No AUC field in this result (no drug, or AUC not in output.fields).</p>')
     parts.append("<h2>Slices</h2>")

@@ -344,7 +344,7 @@ class Simulation:
         if not self._spaces:
             self._spaces["V"] = NodalSpace(self.model.V)
             for a in self.model.agents:
-                self._spaces[a.name] = NodalSpace(a.transport.W.sub(0).collapse()[0])
+                self._spaces[a.name] = NodalSpace(a.space)
         return self._spaces
 
     def _nodal_fields(self) -> dict[str, tuple[NodalSpace, np.ndarray]]:
