@@ -47,18 +47,23 @@ def region_centre(series: VTKHDFSeries, region_id: int | None) -> list[float]:
 
 
 def field_ranges(series: VTKHDFSeries) -> dict[str, list[float]]:
-    """Range of each array over all stored times (vectors: of the magnitude)."""
+    """Range of each array over all stored times (vectors: of the magnitude), read one step at a time."""
     out = {}
+    steps = range(series.times.size)
     for name in series.point_names:
-        values = np.concatenate([series.point_data(name, k) for k in range(series.times.size)])
-        out[name] = [float(values.min()), float(values.max())]
+        out[name] = _range(series.point_data(name, k) for k in steps)
     for name in series.cell_names:
-        if name == "region":
-            continue
-        values = np.concatenate([series.cell_data(name, k) for k in range(series.times.size)])
-        values = np.linalg.norm(values, axis=1) if values.ndim == 2 else values
-        out[name] = [float(values.min()), float(values.max())]
+        if name != "region":
+            blocks = (series.cell_data(name, k) for k in steps)
+            out[name] = _range(np.linalg.norm(v, axis=1) if v.ndim == 2 else v for v in blocks)
     return out
+
+
+def _range(blocks) -> list[float]:
+    lo, hi = np.inf, -np.inf
+    for values in blocks:
+        lo, hi = min(lo, float(values.min())), max(hi, float(values.max()))
+    return [lo, hi]
 
 
 def write_script(folder: Path) -> Path:
