@@ -7,6 +7,7 @@ strings with units), converted to SI and broadcast. Any error is raised on every
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -32,6 +33,9 @@ def Q(dim: U.Dimension, *constraints: Any) -> Any:
     """Type of a dimensional case value: a unit string converted to SI float (``dim.si_unit``)."""
     return Annotated[float, BeforeValidator(dim.to_si), dim, *constraints]
 
+
+SAFE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")  # names that reach file and array names (agents)
+MAX_NAME = 64
 
 NonNeg = Field(ge=0)
 Pos = Field(gt=0)
@@ -265,10 +269,16 @@ class Protocol(Strict):
     @model_validator(mode="after")
     def _times(self) -> Protocol:
         if self.end_time < self.perfusion_duration + self.washout_duration:
-            raise ValueError("end_time must cover perfusion_duration + washout_duration")
-        for dose in self.doses:
+            raise ValueError(
+                f"end_time = {self.end_time / 60:g} min: must cover perfusion_duration + washout_duration"
+                f" ({(self.perfusion_duration + self.washout_duration) / 60:g} min)"
+            )
+        for i, dose in enumerate(self.doses):
             if dose.time >= self.perfusion_duration:
-                raise ValueError(f"dose of {dose.agent} at t={dose.time} s is after the perfusion ends")
+                raise ValueError(
+                    f"doses[{i}].time = {dose.time / 60:g} min: the dose of {dose.agent} must fall before the"
+                    f" perfusion ends (perfusion_duration = {self.perfusion_duration / 60:g} min)"
+                )
         return self
 
 
@@ -319,9 +329,11 @@ class Case(Strict):
 
     @model_validator(mode="after")
     def _references(self) -> Case:
-        for dose in self.protocol.doses if self.protocol else []:
+        for i, dose in enumerate(self.protocol.doses if self.protocol else []):
             if dose.agent not in self.agents:
-                raise ValueError(f"dose names agent {dose.agent!r}, not among agents {sorted(self.agents)}")
+                raise ValueError(
+                    f"protocol.doses[{i}].agent = {dose.agent!r}: no such agent; expected one of {sorted(self.agents)}"
+                )
         return self
 
 
@@ -354,9 +366,17 @@ def _one_line(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
         return f"{path}: unknown key '{loc}' (value {first['input']!r}); check the spelling or remove it"
     if first["type"] == "missing":
         return f"{path}: missing key '{loc}'"
+    if not loc:  # a check across keys: the message names them
+        return f"{path}: {msg}"
     value = first.get("input")
-    shown = "" if isinstance(value, dict) else f" = {value!r}"
+    shown = "" if isinstance(value, dict) else f" = {_shown(value)}"
     return f"{path}: {loc}{shown}: {msg}"
+
+
+def _shown(value: object) -> str:
+    """A value for a one-line message: repr, cut to a readable length."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def parse_case(path: Path) -> Case:
@@ -365,9 +385,16 @@ def parse_case(path: Path) -> Case:
     if path.is_dir():
         path = path / "case.toml"
     try:
-        text = path.read_text()
+        data = path.read_bytes()
     except OSError as err:
         raise CaseError(f"{path}: cannot read case file: {err.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise CaseError(
+            f"{path}: not UTF-8 text (byte 0x{data[err.start]:02x} on line {line}); save the case file as UTF-8"
+        ) from None
     try:
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
@@ -376,7 +403,12 @@ def parse_case(path: Path) -> Case:
 
 
 def parse_case_tree(raw: dict, path: Path) -> Case:
-    """Validate a case already read from TOML; ``path`` names it in errors and anchors a relative mesh path."""
+    """Validate a case already read from TOML; ``path`` names it in errors and anchors a relative mesh path.
+
+    Every check that a run relies on is here (and so in ``isolimb check``): the schema, names, boundary values,
+    protocol times, PETSc options and the geometry; nothing is meshed and no collective call is made.
+    """
+    _check_agent_names(path, raw)
     try:
         case = Case.model_validate(_with_defaults(raw))
     except ValidationError as err:
@@ -387,6 +419,10 @@ def parse_case_tree(raw: dict, path: Path) -> Case:
             raise CaseError(f"{path}: mesh.path = {case.mesh.path!r}: mesh file not found ({mesh_path})")
         case = case.model_copy(update={"mesh": case.mesh.model_copy(update={"path": str(mesh_path)})})
     _check_names(path, case, raw)
+    _check_values(path, case, raw)
+    _check_protocol(path, case, raw)
+    _check_petsc(path, case)
+    _check_geometry(path, case)
     return case
 
 
@@ -419,8 +455,27 @@ def boundary_names(case: Case) -> tuple[str, ...]:
     return tuple(m.boundaries)
 
 
+def _check_agent_names(path: Path, raw: dict[str, Any]) -> None:
+    """Agent names reach file and array names: a safe pattern only (checked before the schema)."""
+    agents = raw.get("agents")
+    for name in agents if isinstance(agents, dict) else ():
+        if not SAFE_NAME.match(name) or len(name) > MAX_NAME:
+            raise CaseError(f"{path}: agents.{name!r}: {_name_rule('agent name')}")
+
+
+def _name_rule(what: str) -> str:
+    return (
+        f"{what} must start with a letter and hold only letters, digits, '_' and '-'"
+        f" (at most {MAX_NAME} characters): it becomes part of file names"
+    )
+
+
 def _check_names(path: Path, case: Case, raw: dict[str, Any]) -> None:
     """Regions and boundaries named in the case must exist in its mesh."""
+    if isinstance(case.mesh, FileMesh):
+        for name in case.mesh.boundaries:
+            if not SAFE_NAME.match(name) or len(name) > MAX_NAME:
+                raise CaseError(f"{path}: mesh.boundaries.{name!r}: {_name_rule('boundary name')}")
     present = region_names(case)
     for name in raw.get("tissue", {}):
         if name not in present:
@@ -439,6 +494,91 @@ def _check_names(path: Path, case: Case, raw: dict[str, Any]) -> None:
     for name in case.boundaries:
         if name not in known:
             raise CaseError(f"{path}: boundaries.{name}: unknown boundary {name!r}; this mesh has {list(known)}")
+
+
+FIXED_VALUE_DIMENSIONS = {"pressure": U.PRESSURE, "heat": U.TEMPERATURE, "drug": U.CONCENTRATION}
+MAX_STEPS = 1_000_000  # time steps of one run: more is a unit slip (dt in ms instead of min)
+
+
+def _raw(raw: Any, *keys: str | int) -> Any:
+    """The value as written in the case file at ``keys`` (None where there is none)."""
+    for key in keys:
+        try:
+            raw = raw[key]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:g} min"
+
+
+def _check_values(path: Path, case: Case, raw: dict[str, Any]) -> None:
+    """Fixed boundary values have the dimension of their equation (heat: an absolute temperature)."""
+    for name, spec in case.boundaries.items():
+        for kind, dim in FIXED_VALUE_DIMENSIONS.items():
+            cond = getattr(spec, kind)
+            if isinstance(cond, FixedValue):
+                try:
+                    dim.to_si(cond.value)
+                except ValueError as err:
+                    raise CaseError(f"{path}: boundaries.{name}.{kind}.value = {_shown(cond.value)}: {err}") from None
+
+
+def _check_protocol(path: Path, case: Case, raw: dict[str, Any]) -> None:
+    """Events inside the run, schedules sorted, a time step that fits the run."""
+    p = case.protocol
+    end = p.end_time if p else None
+    dt_raw = _shown(_raw(raw, "numerics", "dt"))
+    if p is not None:
+        ends = f"protocol.end_time = {_shown(_raw(raw, 'protocol', 'end_time'))}"
+        points = p.inflow_temperature
+        for i, point in enumerate(points):
+            shown = _shown(_raw(raw, "protocol", "inflow_temperature", i, "time"))
+            if i and point.time < points[i - 1].time:
+                raise CaseError(
+                    f"{path}: protocol.inflow_temperature[{i}].time = {shown}: before the previous point"
+                    f" ({_minutes(points[i - 1].time)}); expected the schedule sorted by time"
+                )
+            if point.time > p.end_time:
+                raise CaseError(f"{path}: protocol.inflow_temperature[{i}].time = {shown}: after the run ends ({ends})")
+        if p.tnf is not None and p.tnf.time >= p.perfusion_duration:
+            raise CaseError(
+                f"{path}: protocol.tnf.time = {_shown(_raw(raw, 'protocol', 'tnf', 'time'))}: TNF goes into the"
+                " perfusate, so it must come before the perfusion ends"
+                f" (protocol.perfusion_duration = {_minutes(p.perfusion_duration)})"
+            )
+        if case.numerics.dt > p.end_time:
+            raise CaseError(f"{path}: numerics.dt = {dt_raw}: longer than the run ({ends})")
+    if end is not None and end / case.numerics.dt > MAX_STEPS:
+        raise CaseError(
+            f"{path}: numerics.dt = {dt_raw}: {end / case.numerics.dt:.3g} steps to the end of the run;"
+            f" expected at most {MAX_STEPS:,}"
+        )
+
+
+def _check_petsc(path: Path, case: Case) -> None:
+    """PETSc option names and values, checked by PETSc on this rank (solver.petsc_options)."""
+    if not any(case.numerics.petsc.values()):
+        return
+    from solver import petsc_options
+
+    defaults = petsc_options.defaults()
+    for equation, options in case.numerics.petsc.items():
+        problem = petsc_options.check(equation, options, defaults.get(equation))
+        if problem:
+            raise CaseError(f"{path}: numerics.petsc.{equation}.{problem}")
+
+
+def _check_geometry(path: Path, case: Case) -> None:
+    """The shape the mesh generator will be asked for is possible (solver.meshing.check_geometry)."""
+    from solver import meshing
+
+    try:
+        meshing.check_geometry(case)
+    except meshing.MeshError as err:
+        raise CaseError(f"{path}: {err}") from None
 
 
 def load_case(path: Path, comm: Any) -> Case:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from solver.case import CaseError, LimbMesh, load_case, resolved
+from solver.case import CaseError, load_case, resolved
 
 RESULT_MARKERS = ("run.log", "summary.json", "provenance.json")  # files only an isolimb results folder has
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped early with a checkpoint; run again with --resume
@@ -40,17 +40,7 @@ def refuse_if(comm: MPI.Comm, problem: str | None) -> None:
 
 
 def cmd_check(args: argparse.Namespace, comm: MPI.Comm) -> None:
-    from solver import meshing
-
-    case = load_case(Path(args.case), comm)
-    if isinstance(case.mesh, LimbMesh):
-        error = None
-        try:
-            meshing.check_limb(case.mesh)
-        except meshing.MeshError as err:
-            error = f"{args.case}: {err}"
-        if error:
-            raise CaseError(error)
+    case = load_case(Path(args.case), comm)  # every check of a run's start, the same as isolimb run makes
     _say(comm, f"# {args.case}: valid. Resolved to SI units:")
     _say(comm, "\n".join(resolved(case)))
 

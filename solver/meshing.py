@@ -149,6 +149,50 @@ def check_limb(spec: LimbMesh) -> None:
 
 
 # ------------------------------------------------------------------------------------------- gmsh
+MAX_LIMB_RADIUS = 0.25  # m: a limb wider than this is a unit slip
+MAX_LIMB_LENGTH = 1.5  # m
+MAX_CELLS = 2e7  # estimated tetrahedra of a benchmark mesh (cell_size): more is a unit slip
+
+
+def check_geometry(case: Case) -> None:
+    """Everything gmsh needs to build the case's shape, checked without gmsh (MeshError, one line).
+
+    Limbs: dimensions within a limb's range, layers that leave muscle, tumour and nodules inside (see
+    :func:`check_limb`). Benchmarks: nested radii, and a cell size that gives a mesh of sane size.
+    """
+    spec = case.mesh
+    if isinstance(spec, LimbMesh):
+        geo = limb_geometry(spec)
+        for key in ("proximal_radius", "distal_radius"):
+            if getattr(geo, key) > MAX_LIMB_RADIUS:
+                raise MeshError(
+                    f"mesh.{key} = {getattr(geo, key):g} m: expected a limb radius up to {MAX_LIMB_RADIUS:g} m"
+                )
+        if geo.length > MAX_LIMB_LENGTH:
+            raise MeshError(f"mesh.length = {geo.length:g} m: expected a limb length up to {MAX_LIMB_LENGTH:g} m")
+        check_limb(spec)
+        if spec.nodules is not None:
+            nodule_centres(spec, geo)
+        return
+    if isinstance(spec, FileMesh):
+        return
+    if isinstance(spec, SphereMesh):
+        if spec.outer_radius is not None and spec.outer_radius <= spec.radius:
+            raise MeshError(f"mesh.outer_radius = {spec.outer_radius:g} m: must exceed mesh.radius = {spec.radius:g} m")
+        volume = 4.0 / 3.0 * math.pi * (spec.outer_radius or spec.radius) ** 3
+    elif isinstance(spec, SlabMesh):
+        volume = math.prod(spec.size)
+    else:
+        volume = math.pi * spec.radius**2 * spec.length
+    h = spec.cell_size * spec.size_factor
+    cells = 6.0 * volume / h**3  # about six tetrahedra per cube of edge h
+    if cells > MAX_CELLS:
+        raise MeshError(
+            f"mesh.cell_size = {spec.cell_size:g} m (size_factor {spec.size_factor:g}): about {cells:.2g} cells,"
+            f" expected at most {MAX_CELLS:.0e}; use a larger cell_size"
+        )
+
+
 def _fragment_and_tag(gmsh, pieces: list[tuple[str, list[tuple[int, int]]]]) -> dict[str, list[int]]:
     """Fragment all pieces; give each resulting volume the name of the last piece that contains it.
 
@@ -275,7 +319,7 @@ def build_limb(gmsh, spec: LimbMesh) -> None:
     _tag_groups(gmsh, volumes, classify)
     # Layers: exact radial distances (a sampled Distance field is too sparse along a 0.7 m limb).
     taper = (geo.proximal_radius - geo.distal_radius) / L
-    from_skin = f"Fabs({geo.distal_radius} + {taper}*z - Sqrt(x*x + y*y))"
+    from_skin = f"Fabs({geo.distal_radius} + ({taper})*z - Sqrt(x*x + y*y))"  # a negative taper: no "+ -"
     from_bone = f"Fabs(Sqrt(x*x + y*y) - {geo.bone_radius})"
     h_bone = _facet_size(geo.bone_radius, geo.size_skin, spec.size_factor)
     h_skin = _facet_size(geo.distal_radius, geo.size_skin, spec.size_factor)
