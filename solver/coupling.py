@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import ufl
 from dolfinx import fem
+from mpi4py import MPI
 
 from solver.case import AgentParams, Case, FixedValue, Robin
 from solver.meshing import TaggedMesh, region_volumes
@@ -22,24 +23,23 @@ from solver.parameters import BLOOD, GAS_CONSTANT, T_REF
 from solver.physics import tnf as tnf_switch
 from solver.physics.circuit import Circuit
 from solver.physics.heat import Heat, RobinBoundary, lang_blood_perfusion
-from solver.physics.linear import LinearSystem, scalar
+from solver.physics.linear import LinearSystem, NodalWeights
 from solver.physics.materials import RegionFields
 from solver.physics.metabolism import MetabolicState
 from solver.physics.pressure import Pressure
-from solver.physics.transport import Exchange, Kinetics, Transport, arrhenius, stokes_einstein
+from solver.physics.transport import Exchange, ThermalRates, Transport, TransportProblem
 from solver.units import DENSITY, HEAT_CAPACITY, PRESSURE, TEMPERATURE
 
 
 @dataclass
 class Agent:
-    """One drug: its tissue problem, its circuit, and the dof maps of its three fields."""
+    """One drug: its tissue problem, its temperature-dependent rates and its circuit."""
 
     name: str
     params: AgentParams
-    transport: Transport
+    transport: TransportProblem
+    rates: ThermalRates
     circuit: Circuit
-    space: fem.FunctionSpace  # the scalar space of each of C, C_c and A (the collapsed subspace)
-    dofs: tuple[np.ndarray, np.ndarray, np.ndarray]  # C, C_c, A dofs within the mixed space
     hydrolysed_tissue: float = 0.0
     lymph_to_systemic: float = 0.0
     boundary_out: float = 0.0
@@ -48,8 +48,37 @@ class Agent:
     peak_free: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # running maximum of C (kg/m^3)
     auc_systemic: float = 0.0  # time integral of the systemic concentration (kg s/m^3)
 
+    @property
+    def space(self) -> fem.FunctionSpace:
+        """The scalar space of each of C, C_c and A."""
+        return self.transport.V
+
     def field(self, i: int) -> np.ndarray:
-        return self.transport.w.x.array[self.dofs[i]]
+        """C, C_c or A (``i`` = 0, 1, 2) as nodal values (kg/m^3)."""
+        return self.transport.fields()[i]
+
+
+class RegionIntegrals:
+    """Integrals of nodal fields over regions as dot products: INT_R w f dx = sum_i f_i INT_R w v_i dx, exact
+    for every f in V and piecewise-constant weights w ("one", "phi", "phi_c"), assembled once."""
+
+    def __init__(self, V: fem.FunctionSpace, dx: ufl.Measure, regions: dict[str, int], weights: dict) -> None:
+        v = ufl.TestFunction(V)
+        degree = V.ufl_element().embedded_superdegree  # v times a DG0 weight: exact at this degree
+        self.comm, self.n_owned = V.mesh.comm, V.dofmap.index_map.size_local
+        self.nodal = NodalWeights(
+            {
+                f"{region}.{name}": w * v * dx(tag, metadata={"quadrature_degree": degree})
+                for region, tag in regions.items()
+                for name, w in weights.items()
+            }
+        )
+
+    def __call__(self, *terms: tuple[str, str, np.ndarray]) -> list[float]:
+        """INT_region weight * values dx for each (region, weight, values), in one reduction over ranks."""
+        n = self.n_owned
+        local = np.array([float(np.dot(self.nodal[f"{r}.{w}"][:n], f[:n])) for r, w, f in terms])
+        return [float(x) for x in self.comm.allreduce(local, op=MPI.SUM)]
 
 
 class CoupledModel:
@@ -77,7 +106,6 @@ class CoupledModel:
         self.omega_base = {r: tissue[r].perfusion * tissue[r].density for r in tm.regions}
         m.fields["omega"] = m.make(self.omega_base, "omega")
         self._omega = dict(self.omega_base)  # region -> omega now in the "omega" field (1/s)
-        self._T_forms: dict[str, fem.Form] = {}
         self.blood_density = DENSITY.to_si(BLOOD["density"])
         self.tnf_state = 0.0
         self.tissue_mass = sum(tissue[r].density * self.volumes[r] for r in tm.regions)
@@ -91,6 +119,11 @@ class CoupledModel:
             else None
         )
         self.uptake_factor = fem.Constant(msh, 1.0)  # acidosis potentiation (metabolism), else 1
+        self.exchange_stale = True  # pressure solved since the transport exchange terms were last assembled
+        one = fem.Constant(msh, 1.0)
+        self.integrals = RegionIntegrals(
+            self.V, self.dx, tm.regions, {"one": one, "phi": m["phi"], "phi_c": m["phi_c"]}
+        )
         self._build_pressure()
         self._build_heat()
         self.agents = (
@@ -160,7 +193,7 @@ class CoupledModel:
         m, case = self.mat, self.case
         protocol = case.protocol
         assert protocol is not None
-        ln2 = math.log(2.0)
+        lumped = case.numerics.mass_lumping and self.degree == 1
         exchange = Exchange(
             Jv=self.pressure.filtration(),
             PS=params.P * m["P_factor"] * m["S_V"],
@@ -168,13 +201,9 @@ class CoupledModel:
             sigma_d=params.sigma_d,
             f_u=params.f_u,
         )
-        kinetics = Kinetics(
-            k_h=arrhenius(ln2 / params.half_life, params.Ea, self.T),
-            k_alk=arrhenius(ln2 / params.alkylation_half_life, params.Ea, self.T),
-            k_up=params.k_up * self.uptake_factor,
-            kappa=params.kappa,
-            D=stokes_einstein(params.D, self.T),
-        )
+        rates = ThermalRates(self.V, params.half_life, params.alkylation_half_life, params.Ea, params.D)
+        rates.update(self.T.x.array)
+        kinetics = rates.kinetics(params.k_up * self.uptake_factor, params.kappa)
         transport = Transport(
             self.tm.mesh,
             self.degree,
@@ -186,18 +215,17 @@ class CoupledModel:
             kinetics,
             self.dt,
             stabilisation=case.numerics.stabilisation,
-            lumped=case.numerics.mass_lumping and self.degree == 1,
+            lumped=lumped,
             petsc=case.numerics.petsc.get("transport"),
             prefix=f"transport_{name}_",
             ds=self.ds,
+            space=self.V if lumped else None,
         )
         circuit = Circuit(
             V_p=self.circulating_volume, V_s=protocol.systemic_volume, clearance=protocol.systemic_clearance
         )
-        collapsed = [transport.W.sub(i).collapse() for i in range(3)]
-        dofs = tuple(np.asarray(c[1], dtype=np.int64).ravel() for c in collapsed)
-        agent = Agent(name, params, transport, circuit, collapsed[0][0], dofs)  # type: ignore[arg-type]
-        n = len(dofs[0])
+        agent = Agent(name, params, transport, rates, circuit)
+        n = len(transport.fields()[0])
         agent.auc_free, agent.auc_cell, agent.peak_free = np.zeros(n), np.zeros(n), np.zeros(n)
         return agent
 
@@ -288,6 +316,11 @@ class CoupledModel:
         total = sum(weights[r] * self.volumes[r] for r in weights)
         return {r: w * Q / total for r, w in weights.items()}
 
+    def solve_pressure(self) -> None:
+        """Solve the (steady) pressure and Darcy flux; drug exchange and lymph follow at the next step."""
+        self.pressure.solve()
+        self.exchange_stale = True
+
     def linear_systems(self) -> dict[str, LinearSystem]:
         """Every linear system of the model by equation name (pressure, heat, transport_<agent>)."""
         systems = {"pressure": self.pressure.system}
@@ -299,9 +332,13 @@ class CoupledModel:
 
     def region_temperatures(self) -> dict[str, float]:
         """Volume-mean temperature (K) of each region, the same on every rank."""
-        if not self._T_forms:
-            self._T_forms = {r: fem.form(self.T * self.dx(i)) for r, i in self.tm.regions.items()}
-        return {r: scalar(self.comm, f) / self.volumes[r] for r, f in self._T_forms.items()}
+        regions = list(self.tm.regions)
+        totals = self.integrals(*((r, "one", self.T.x.array) for r in regions))
+        return {r: total / self.volumes[r] for r, total in zip(regions, totals, strict=True)}
+
+    def limb_mean_temperature(self) -> float:
+        """Volume-mean tissue temperature (K) over the whole limb."""
+        return sum(self.region_temperatures()[r] * self.volumes[r] for r in self.tm.regions) / self.limb_volume
 
     def dose_amount(self, per_limb_volume: float | None, amount: float | None) -> float:
         """A dose in kg: absolute, or per unit limb volume (seed 003 doses per litre of limb)."""

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import ufl
 from dolfinx import fem
 from mpi4py import MPI
 
@@ -167,12 +166,6 @@ class Simulation:
             self._mean_forms[key] = fem.form(expr * self.dx(self.model.tm.regions[region]))
         return scalar(self.comm, self._mean_forms[key]) / vol
 
-    def limb_mean_temperature(self) -> float:
-        """Volume-mean tissue temperature (K) over the whole mesh."""
-        if self._T_total is None:
-            self._T_total = fem.form(self.model.T * ufl.dx(domain=self.model.tm.mesh))
-        return scalar(self.comm, self._T_total) / self.model.limb_volume
-
     def region_max(self, region: str, values: np.ndarray) -> float:
         dofs = self.region_dofs[region]
         local = float(values[dofs].max()) if dofs.size else -np.inf
@@ -187,7 +180,7 @@ class Simulation:
         start = time.perf_counter()
         changed = m.set_time(t + dt)
         if "vascular" in changed:
-            m.pressure.solve()
+            m.solve_pressure()
         self.phase_seconds["pressure"] += time.perf_counter() - start
         start = time.perf_counter()
         if m.heat is not None:
@@ -195,22 +188,23 @@ class Simulation:
                 m.heat.operator_changed()
             m.heat.step()  # a steady problem is re-solved too: T_a and omega follow the protocol
         if m.metabolism is not None:
-            m.metabolism.step(dt, self.limb_mean_temperature())
+            m.metabolism.step(dt, m.limb_mean_temperature())
             m.uptake_factor.value = m.metabolism.uptake_factor
         self.phase_seconds["heat"] += time.perf_counter() - start
         start = time.perf_counter()
         p = m.case.protocol
         assert p is not None or not m.agents
+        exchange_changed = m.exchange_stale or bool(changed)
         for a in m.agents:
             assert p is not None
             washing = p.perfusion_duration < t + dt <= p.perfusion_duration + p.washout_duration + 1e-9
             Q_wash = p.washout_flow if washing else 0.0
             Q_leak = p.leak_rate * a.circuit.V_p  # leak flow (m^3/s): a fraction of perfusate volume per time
             tr = a.transport
-            tr.operator_changed()  # every step: rate constants and D follow T, exchange follows p and omega
+            a.rates.update(m.T.x.array)  # rate constants and D follow T every step
+            tr.prepare(exchange_changed)  # exchange follows pressure, perfusion and permeability
             tr.solve_split()
-            vascular = tr.rate_split("vascular_in")
-            lymph = tr.rate_split("lymph_out")
+            vascular, lymph = tr.rates()
             k_h = m.perfusate_rate(a.params, t + dt)
             C_p, C_s = a.circuit.solve(dt, k_h, Q_leak, Q_wash, vascular, lymph)
             if not (math.isfinite(C_p) and math.isfinite(C_s)):
@@ -220,6 +214,7 @@ class Simulation:
             a.hydrolysed_tissue += dt * tr.amount("hydrolysis")
             a.lymph_to_systemic += dt * tr.amount("lymph_out")
             a.boundary_out += dt * tr.amount("boundary_out")
+        m.exchange_stale = False
         self.phase_seconds["transport"] += time.perf_counter() - start
 
     def _snapshot(self) -> list:
@@ -240,7 +235,7 @@ class Simulation:
         for a, (C_p, C_s, totals, hydrolysed, lymph, boundary) in zip(m.agents, state[2:], strict=True):
             a.circuit.C_p, a.circuit.C_s, a.circuit.totals = C_p, C_s, totals
             a.hydrolysed_tissue, a.lymph_to_systemic, a.boundary_out = hydrolysed, lymph, boundary
-            a.transport.w.x.array[:] = a.transport.w_old.x.array  # w_old is only replaced on accept
+            a.transport.rollback()  # the old state is only replaced on accept
 
     def _accept(self, dt: float) -> None:
         m = self.model
@@ -258,7 +253,7 @@ class Simulation:
         wall = time.perf_counter()
         if self.restart_state is None:
             m.set_time(0.0)
-            m.pressure.solve()
+            m.solve_pressure()
             self._record(0.0)
         else:
             self._resume(self.restart_state)
@@ -404,9 +399,7 @@ class Simulation:
         self.cem43[:] = reader.values("cem43", spaces["V"])
         for a in m.agents:
             sp, saved = spaces[a.name], state["agents"][a.name]
-            for i, key in enumerate(("C", "C_c", "A")):
-                a.transport.w.x.array[a.dofs[i]] = reader.values(f"{a.name}.{key}", sp)
-            a.transport.advance()
+            a.transport.set_fields(tuple(reader.values(f"{a.name}.{key}", sp) for key in ("C", "C_c", "A")))
             for key in ("auc_free", "auc_cell", "peak_free"):
                 getattr(a, key)[:] = reader.values(f"{a.name}.{key}", sp)
             a.circuit.C_p, a.circuit.C_s = saved["C_p"], saved["C_s"]
@@ -420,7 +413,7 @@ class Simulation:
         m.dt.value = state["dt"]
         m.set_protocol_state(state["protocol_state"])
         m.T_a.value = m.inflow_temperature(state["time"])
-        m.pressure.solve()  # from the restored vessel properties: pressure has no time derivative
+        m.solve_pressure()  # from the restored vessel properties: pressure has no time derivative
         self.t, self.steps, self.doses_done = state["time"], state["steps"], set(state["doses_done"])
         self.rows = state["rows"]
         self.pressure_history = [tuple(x) for x in state["pressure_history"]]
@@ -466,12 +459,14 @@ class Simulation:
 
     def _record(self, t: float) -> None:
         m = self.model
+        regions = list(m.tm.regions)
         row: dict[str, float] = {"time_min": t / 60.0}
         row["inflow_temperature_degC"] = m.inflow_temperature(t) - 273.15
-        for region in m.tm.regions:
-            row[f"T_{region}_mean_degC"] = self.region_mean(region, m.T, "T") - 273.15
-        if "tumour" in m.tm.regions:
-            row["p_tumour_mean_Pa"] = self.region_mean("tumour", m.pressure.p, "p")
+        for region, T in m.region_temperatures().items():
+            row[f"T_{region}_mean_degC"] = T - 273.15
+        if "tumour" in regions:
+            (p_total,) = m.integrals(("tumour", "one", m.pressure.p.x.array))
+            row["p_tumour_mean_Pa"] = p_total / m.volumes["tumour"]
             self.pressure_history.append((t, row["p_tumour_mean_Pa"]))
         if m.metabolism is not None:
             mb = m.metabolism
@@ -480,19 +475,20 @@ class Simulation:
             row["oxygen_left_mL"] = mb.oxygen * 1e6
         for a in m.agents:
             b = self.balance(a)
-            C = ufl.split(a.transport.w)[0]
+            C, C_c, A = a.transport.fields()
             row[f"{a.name}_perfusate_mg_per_L"] = a.circuit.C_p * 1e3
             row[f"{a.name}_systemic_mg_per_L"] = a.circuit.C_s * 1e3
             dosed = b["dosed"]
             row[f"{a.name}_leak_fraction"] = self._leak(a) / dosed if dosed > 0 else 0.0
-            for region in ("tumour", "muscle", "skin"):
-                if region in m.tm.regions:
-                    row[f"{a.name}_C_{region}_mean_mg_per_L"] = self.region_mean(region, C, f"C_{a.name}") * 1e3
-            total = m.mat["phi"] * C + m.mat["phi_c"] * ufl.split(a.transport.w)[1] + ufl.split(a.transport.w)[2]
-            for region in ("tumour", "muscle", "fat", "skin"):  # all drug per tissue volume (Klaase 1994)
-                if region in m.tm.regions:
-                    key = f"{a.name}_total_{region}_mean_mg_per_L"
-                    row[key] = self.region_mean(region, total, f"total_{a.name}") * 1e3
+            free_regions = [r for r in ("tumour", "muscle", "skin") if r in regions]
+            for region, total in zip(free_regions, m.integrals(*((r, "one", C) for r in free_regions)), strict=True):
+                row[f"{a.name}_C_{region}_mean_mg_per_L"] = total / m.volumes[region] * 1e3
+            # all drug per tissue volume (Klaase 1994): phi C + phi_c C_c + A
+            total_regions = [r for r in ("tumour", "muscle", "fat", "skin") if r in regions]
+            terms = [(r, w, f) for r in total_regions for w, f in (("phi", C), ("phi_c", C_c), ("one", A))]
+            totals = np.reshape(m.integrals(*terms), (len(total_regions), 3)).sum(axis=1)
+            for region, total in zip(total_regions, totals, strict=True):
+                row[f"{a.name}_total_{region}_mean_mg_per_L"] = float(total) / m.volumes[region] * 1e3
             row[f"{a.name}_balance_relative_error"] = b["relative_error"]
         self.rows.append(row)
         if self.table:
@@ -554,7 +550,7 @@ class Simulation:
                 "cem43_max_min": self.region_max(region, self.cem43),
             }
             if primary is not None:
-                A = ufl.split(primary.transport.w)[2]
+                A = primary.transport.field_function(2)
                 entry["auc_free_mean"] = self.region_mean(region, auc_f, "auc_free")
                 entry["auc_cell_mean"] = self.region_mean(region, auc_c, "auc_cell")
                 entry["adducts_mean"] = self.region_mean(region, A, "adducts")
@@ -617,7 +613,7 @@ def run_case(
     model = CoupledModel(case, tm)
     dofs = {"pressure": model.V.dofmap.index_map.size_global}
     for a in model.agents:
-        dofs[f"transport_{a.name}"] = a.transport.W.dofmap.index_map.size_global
+        dofs[f"transport_{a.name}"] = a.transport.unknowns
     say(f"  dofs: {dofs}")
     stopping = stopping or Stopping()
     sim = Simulation(model, folder, log, stopping, restart)

@@ -154,11 +154,11 @@ def test_failed_step_is_rolled_back_and_retried(comm, shared_tmp):
     second = model.agents[1].transport.system
     original, calls = second.solve, {"n": 0}
 
-    def flaky(rhs=0, out=None):
+    def flaky(*args, **kwargs):
         calls["n"] += 1
         if calls["n"] == 5:  # third step, after the doses: agent 1 has already accepted this step
             raise SolveError("injected failure")
-        return original(rhs, out)
+        return original(*args, **kwargs)
 
     second.solve = flaky
     sim = Simulation(model)

@@ -117,14 +117,11 @@ def transport_errors(comm, n, degree, lumped=False):
         g[2] - phi_c * kin.k_alk * Cc,
     ]
 
-    def bcs(W, _):
-        W0, _map = W.sub(0).collapse()
-        gC = fem.Function(W0)
-        gC.interpolate(fem.Expression(C, W0.element.interpolation_points))
+    def bcs(space):
+        gC = fem.Function(space.V)
+        gC.interpolate(fem.Expression(C, space.V.element.interpolation_points))
         msh.topology.create_connectivity(2, 3)
-        facets = mesh.exterior_facet_indices(msh.topology)
-        dofs = fem.locate_dofs_topological((W.sub(0), W0), 2, facets)
-        return [fem.dirichletbc(gC, dofs, W.sub(0))]
+        return [space.dirichlet(gC, facets=mesh.exterior_facet_indices(msh.topology))]
 
     dt = fem.Constant(msh, dt_value)
     problem = Transport(
@@ -143,13 +140,15 @@ def transport_errors(comm, n, degree, lumped=False):
         prefix=f"mt{n}{degree}{int(lumped)}_",
         lumped=lumped,
     )
-    for i, gi in enumerate(g):
-        Wi, dofs = problem.W.sub(i).collapse()
-        f = fem.Function(Wi)
-        f.interpolate(fem.Expression(gi, Wi.element.interpolation_points))
-        problem.w_old.x.array[dofs] = f.x.array
+    initial = []
+    for gi in g:
+        f = fem.Function(problem.V)
+        f.interpolate(fem.Expression(gi, problem.V.element.interpolation_points))
+        initial.append(f.x.array.copy())
+    problem.set_fields(tuple(initial))
+    problem.prepare()
     problem.solve_with(C_p)
-    return [_l2(comm, problem.w.sub(i) - ex[i]) / _l2(comm, ex[i]) for i in range(3)]
+    return [_l2(comm, problem.field_function(i) - ex[i]) / _l2(comm, ex[i]) for i in range(3)]
 
 
 @pytest.mark.parametrize("degree", [1, 2])

@@ -79,7 +79,7 @@ def measure(comm: MPI.Comm, size_factor: float, steps: int) -> dict[str, object]
         k: {"solves": len(v), "mean": sum(v) / len(v) if v else 0.0, "max": max(v, default=0)} for k, v in its2.items()
     }
     rss = comm.allreduce(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, op=MPI.SUM)  # bytes
-    transport = sum(a.transport.W.dofmap.index_map.size_global for a in model.agents)
+    transport = sum(a.transport.unknowns for a in model.agents)
     return {
         "ranks": comm.size,
         "size_factor": size_factor,

@@ -6,25 +6,32 @@
     Phi_v = (Jv/V)(1 - sigma_d) C_pu + PSeff (C_pu - C) Pe/(exp(Pe) - 1),   C_pu = f_u C_p
     Pe = (Jv/V)(1 - sigma_d)/PSeff,   PSeff = omega (1 - exp(-P S/V / omega))   (Renkin-Crone)
 
-The three fields are one mixed system (backward Euler), so the drug balance closes to solver tolerance.
-The system is linear in the perfusate concentration C_p, so a step is solved by superposition: with
-one matrix, x = x0 + C_p x1 (x0: old state, C_p = 0; x1: unit perfusate), which lets the circuit
-(solver.physics.circuit) be solved exactly and implicitly with the tissue.
-Streamline-upwind Petrov-Galerkin stabilisation acts where the cell Peclet number exceeds 1.
+Backward Euler in time. The system is linear in the perfusate concentration C_p, so a step is solved by
+superposition: x = x0 + C_p x1 (x0: old state, C_p = 0; x1: unit perfusate), which lets the circuit
+(solver.physics.circuit) be solved exactly and implicitly with the tissue. Two routes share this module's
+pieces and one interface (:class:`TransportProblem`):
+
+- :mod:`solver.physics.transport_lumped` (P1 with lumped zero-order terms, the default): C_c and A obey
+  pointwise ODEs, eliminated exactly at the nodes, so the Krylov solve is one scalar system in C;
+- :mod:`solver.physics.transport_mixed` (P2, or P1 with a consistent mass matrix): one mixed (C, C_c, A)
+  system.
+
+Temperature enters through :class:`ThermalRates`: k_h, k_alk and D as nodal Functions updated once per
+step from T, not exp() at every quadrature point of every assembly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import basix.ufl
+import numpy as np
 import ufl
 from dolfinx import fem
-from mpi4py import MPI
 
 from solver.parameters import GAS_CONSTANT, T_REF
-from solver.physics.linear import LinearSystem, merged_options, scalar
+from solver.physics.linear import LinearSystem
 
 DEFAULT_OPTIONS: dict[str, object] = {
     "ksp_type": "gmres",
@@ -39,20 +46,22 @@ DEFAULT_OPTIONS: dict[str, object] = {
 
 PE_SMALL = 1e-3  # below |Pe| this, Pe/(exp(Pe)-1) is its Taylor series 1 - Pe/2 + Pe^2/12
 PE_CLAMP = 50.0  # |Pe| above this: pure convection, exp() kept finite
+FIELDS = ("C", "C_c", "A")
 
 
-def arrhenius(rate_37: ufl.core.expr.Expr | float, Ea: float, T: ufl.core.expr.Expr) -> ufl.core.expr.Expr:
-    """k(T) = k_37 exp(-Ea/R (1/T - 1/310.15)), T in K."""
-    return rate_37 * ufl.exp(-Ea / GAS_CONSTANT * (1.0 / T - 1.0 / T_REF))
+def arrhenius(rate_37, Ea: float, T):
+    """k(T) = k_37 exp(-Ea/R (1/T - 1/310.15)), T in K: a UFL expression or a numpy array, as T is."""
+    exp = np.exp if isinstance(T, np.ndarray | float | int) else ufl.exp
+    return rate_37 * exp(-Ea / GAS_CONSTANT * (1.0 / T - 1.0 / T_REF))
 
 
-def water_viscosity(T: ufl.core.expr.Expr | float):
-    """Water viscosity (Pa s), Vogel equation: 2.414e-5 * 10^(247.8/(T - 140))."""
+def water_viscosity(T):
+    """Water viscosity (Pa s), Vogel equation: 2.414e-5 * 10^(247.8/(T - 140)); T (K) UFL or numpy."""
     return 2.414e-5 * 10 ** (247.8 / (T - 140.0))
 
 
-def stokes_einstein(D_37: float, T: ufl.core.expr.Expr) -> ufl.core.expr.Expr:
-    """D(T) = D_37 (T/310.15) mu_w(37 C)/mu_w(T)."""
+def stokes_einstein(D_37: float, T):
+    """D(T) = D_37 (T/310.15) mu_w(37 C)/mu_w(T) (m^2/s); T (K) UFL or numpy."""
     return D_37 * (T / T_REF) * water_viscosity(T_REF) / water_viscosity(T)
 
 
@@ -87,8 +96,9 @@ class Exchange:
 
 @dataclass
 class Kinetics:
-    """Cellular kinetics: hydrolysis k_h and alkylation k_alk (1/s, may depend on T), uptake k_up (1/s,
-    may be scaled in time), equilibrium ratio kappa, diffusivity D (m^2/s, may depend on T)."""
+    """Cellular kinetics: hydrolysis k_h and alkylation k_alk (1/s), uptake k_up (1/s), equilibrium ratio
+    kappa, diffusivity D (m^2/s). Each rate is a float, a Constant, a Function on the transport's scalar
+    space (see :class:`ThermalRates`) or any UFL expression."""
 
     k_h: ufl.core.expr.Expr
     k_alk: ufl.core.expr.Expr
@@ -97,149 +107,174 @@ class Kinetics:
     D: ufl.core.expr.Expr
 
 
-class Transport:
-    """One agent's tissue drug problem on a mixed (C, C_c, A) space of Lagrange degree ``degree``."""
+class ThermalRates:
+    """k_h, k_alk (1/s) and D (m^2/s) of one agent at the current temperature, as Functions on the
+    temperature's space: Arrhenius rates and Stokes-Einstein diffusivity evaluated at the nodes by
+    :meth:`update`, once per step (forms read them as plain coefficients)."""
 
-    def __init__(
-        self,
-        mesh,
-        degree: int,
-        phi: ufl.core.expr.Expr,
-        phi_c: ufl.core.expr.Expr,
-        velocity: ufl.core.expr.Expr,
-        lymph: ufl.core.expr.Expr,
-        exchange: Exchange,
-        kinetics: Kinetics,
-        dt: fem.Constant,
-        stabilisation: bool = True,
-        bcs_factory=None,
-        sources: Sequence[ufl.core.expr.Expr] | None = None,
-        petsc: Mapping[str, object] | None = None,
-        prefix: str = "transport_",
-        ds: ufl.Measure | None = None,
-        lumped: bool = False,
-    ) -> None:
-        """``lumped``: integrate every zero-order term (storage, exchange, uptake, reactions, sources) with the
-        vertex rule, i.e. lump them onto the diagonal (P1 only). Backward Euler with a consistent mass matrix
-        undershoots below zero where drug diffuses into tissue without vessels (h^2/D >> dt: the necrotic
-        core); the lumped system keeps concentrations non-negative on reasonable meshes. The balance
-        functionals use the same rule, so the drug balance stays an identity."""
-        P = basix.ufl.element("Lagrange", mesh.basix_cell(), degree)
-        self.W = fem.functionspace(mesh, basix.ufl.mixed_element([P, P, P]))
-        self.w = fem.Function(self.W, name="drug")
-        self.w_old = fem.Function(self.W)
-        self.w_unit = fem.Function(self.W)  # response to a unit perfusate concentration
-        self.C_p = fem.Constant(mesh, 0.0)  # perfusate concentration (kg/m^3)
-        self.dt = dt
-        u_vel = velocity
-        # One quadrature rule for every form, matrix and balance functionals alike: the drug balance is
-        # then an identity of the discrete equations (the estimated degree of exp() terms is also huge).
-        dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": 2 * degree + 2})
-        if lumped and degree != 1:
-            raise ValueError("mass lumping is for P1 only (the vertex rule gives P2 edge dofs no mass)")
-        dm = ufl.Measure("dx", domain=mesh, metadata={"quadrature_rule": "vertex", "quadrature_degree": 1})
-        dm = dm if lumped else dx  # the measure of zero-order terms
-        w, (v, vc, va) = ufl.TrialFunction(self.W), ufl.TestFunctions(self.W)
-        C, Cc, A = ufl.split(w)
-        Cn, Ccn, An = ufl.split(self.w_old)
-        a_ex, b_ex = exchange.coefficients()
-        k = kinetics
-        lymph_out = ufl.max_value(lymph, 0.0)  # drug leaves with lymph; no backflow from lymphatics
-        uptake = k.k_up * (C - Cc / k.kappa)
-        loss = lymph_out * C + phi * k.k_h * C + uptake + b_ex * C  # per volume, excluding storage
-        ds_all = ds if ds is not None else ufl.ds
-        n = ufl.FacetNormal(mesh)
-        outflow = ufl.max_value(ufl.dot(u_vel, n), 0.0)
-        a = (
-            phi * C / dt * v * dm
-            + phi * k.D * ufl.inner(ufl.grad(C), ufl.grad(v)) * dx
-            - C * ufl.inner(u_vel, ufl.grad(v)) * dx
-            + outflow * C * v * ds_all
-            + loss * v * dm
-            + (phi_c * Cc / dt - uptake + phi_c * (k.k_h + k.k_alk) * Cc) * vc * dm
-            + (A / dt - phi_c * k.k_alk * Cc) * va * dm
-        )
-        old = phi * Cn / dt * v * dm + phi_c * Ccn / dt * vc * dm + An / dt * va * dm
-        unit = a_ex * v * dm
-        if sources is not None:
-            old += sources[0] * v * dm + sources[1] * vc * dm + sources[2] * va * dm
-        if stabilisation:
-            h = ufl.CellDiameter(mesh)
-            speed = ufl.sqrt(ufl.inner(u_vel, u_vel) + 1e-40)
-            D_eff = phi * k.D
-            cell_peclet = speed * h / (2 * D_eff)
-            tau = ((2 * phi / dt) ** 2 + (2 * speed / h) ** 2 + 9 * (4 * D_eff / h**2) ** 2) ** -0.5
-            tau = ufl.conditional(ufl.gt(cell_peclet, 1.0), tau, 0.0)
-            streamline = tau * ufl.inner(u_vel, ufl.grad(v))
-            a += (phi * C / dt + ufl.inner(u_vel, ufl.grad(C)) + ufl.div(u_vel) * C + loss) * streamline * dx
-            old += phi * Cn / dt * streamline * dx
-            unit += a_ex * streamline * dx
-            if sources is not None:
-                old += sources[0] * streamline * dx
-        # Scale the equations by dt0 / (mean cell volume): entries become O(1) instead of ~1e-20, which
-        # PETSc's absolute ILU zero-pivot test (1e-12) and GMRES's residual estimate both need.
-        n_cells = mesh.topology.index_map(mesh.topology.dim).size_global
-        volume = mesh.comm.allreduce(fem.assemble_scalar(fem.form(fem.Constant(mesh, 1.0) * dx)), op=MPI.SUM)
-        scale = fem.Constant(mesh, float(dt.value) * n_cells / volume)
-        a, old, unit = scale * a, scale * old, scale * unit
-        self.bcs = list(bcs_factory(self.W, self.C_p) if bcs_factory else [])
-        opts = merged_options(DEFAULT_OPTIONS, petsc)
-        # right-hand sides: old state only, unit perfusate only, and both with the current C_p
-        self.system = LinearSystem(a, [old, unit, old + self.C_p * unit], self.w, self.bcs, prefix, opts)
+    def __init__(self, V: fem.FunctionSpace, half_life: float, alkylation_half_life: float, Ea: float, D_37: float):
+        self.k_h37, self.k_alk37 = np.log(2.0) / half_life, np.log(2.0) / alkylation_half_life
+        self.Ea, self.D_37 = Ea, D_37
+        self.k_h, self.k_alk, self.D = (fem.Function(V, name=n) for n in ("k_h", "k_alk", "D"))
 
-        # Functionals for the drug balance (kg and kg/s), compiled once.
-        C_, Cc_, A_ = ufl.split(self.w)
-        self.comm = mesh.comm
-        self.forms = {
-            "free": fem.form(phi * C_ * dm),
-            "cellular": fem.form(phi_c * Cc_ * dm),
-            "bound": fem.form(A_ * dm),
-            "vascular_in": fem.form((a_ex * self.C_p - b_ex * C_) * dm),
-            "lymph_out": fem.form(lymph_out * C_ * dm),
-            "hydrolysis": fem.form((phi * k.k_h * C_ + phi_c * k.k_h * Cc_) * dm),
-            "boundary_out": fem.form(outflow * C_ * ds_all),
-        }
+    def update(self, T: np.ndarray) -> None:
+        """Set the rates at nodal temperatures ``T`` (K, owned and ghost values)."""
+        factor = arrhenius(1.0, self.Ea, T)
+        self.k_h.x.array[:] = self.k_h37 * factor
+        self.k_alk.x.array[:] = self.k_alk37 * factor
+        self.D.x.array[:] = stokes_einstein(self.D_37, T)
 
-    # --------------------------------------------------------------------------------------- stepping
-    def operator_changed(self) -> None:
-        self.system.operator_changed()
+    def kinetics(self, k_up: float | ufl.core.expr.Expr, kappa: float) -> Kinetics:
+        return Kinetics(k_h=self.k_h, k_alk=self.k_alk, k_up=k_up, kappa=kappa, D=self.D)
 
+
+def nodal(expr, V: fem.FunctionSpace) -> Callable[[], np.ndarray]:
+    """A function returning the nodal values of ``expr`` on ``V`` (owned and ghost): a Function on V is read
+    directly, a number or Constant broadcast, anything else interpolated (compiled once)."""
+    n = V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts
+    if isinstance(expr, int | float):
+        values = np.full(n, float(expr))
+        return lambda: values
+    if isinstance(expr, fem.Constant):
+        return lambda: np.full(n, float(expr.value))
+    if isinstance(expr, fem.Function) and expr.function_space == V:
+        return lambda: expr.x.array
+    f = fem.Function(V)
+    compiled = fem.Expression(expr, V.element.interpolation_points)
+
+    def interpolated() -> np.ndarray:
+        f.interpolate(compiled)
+        return f.x.array
+
+    return interpolated
+
+
+@dataclass
+class FreeDrugSpace:
+    """Where the free concentration C lives, for Dirichlet conditions on it: ``V`` the scalar space and, in
+    the mixed route, ``sub`` the subspace W.sub(0) of the mixed space (None in the scalar route)."""
+
+    V: fem.FunctionSpace
+    sub: fem.FunctionSpace | None = None
+
+    def dirichlet(self, value: fem.Function, facets: np.ndarray | None = None, marker=None) -> fem.DirichletBC:
+        """C = ``value`` (a Function on V) on boundary ``facets`` or on the dofs where ``marker(x)`` holds."""
+        spaces = self.V if self.sub is None else (self.sub, self.V)
+        if facets is not None:
+            dofs = fem.locate_dofs_topological(spaces, 2, facets)
+        else:
+            dofs = fem.locate_dofs_geometrical(spaces, marker)
+        return fem.dirichletbc(value, dofs) if self.sub is None else fem.dirichletbc(value, dofs, self.sub)
+
+
+class TransportProblem(ABC):
+    """One agent's tissue drug problem: the interface the coupled model uses, whatever the route.
+
+    A step: :meth:`prepare` (coefficients of this step), :meth:`solve_split` (old-state and unit-perfusate
+    responses), :meth:`rates` (the circuit's affine tissue rates), :meth:`combine` (the step's solution for
+    the circuit's C_p); then :meth:`advance` to accept it or :meth:`rollback` to undo it.
+    """
+
+    V: fem.FunctionSpace  # the scalar space of each of C, C_c and A
+    C_p: fem.Constant  # perfusate concentration of the current solution (kg/m^3)
+    system: LinearSystem
+
+    @abstractmethod
+    def prepare(self, exchange_changed: bool = True) -> None:
+        """Take this step's coefficients (T-dependent rates, dt; with ``exchange_changed`` also pressure,
+        perfusion and permeability): the operator is rebuilt at the next solve."""
+
+    @abstractmethod
     def solve_split(self) -> None:
-        """Solve for the old-state response (into ``w``) and the unit-perfusate response (``w_unit``)."""
-        if self.bcs:
-            raise RuntimeError("superposition needs homogeneous drug boundary conditions")
-        self.system.solve(rhs=0, out=self.w)
-        self.system.solve(rhs=1, out=self.w_unit)
+        """Solve for the old-state response (C_p = 0) and the unit-perfusate response."""
 
-    def rate_split(self, name: str) -> tuple[float, float]:
-        """A rate functional after :meth:`solve_split` as (r0, r1): rate = r0 + C_p r1 (kg/s)."""
-        self.C_p.value = 0.0
-        r0 = scalar(self.comm, self.forms[name])
-        x0 = self.w.x.array.copy()
-        self.w.x.array[:] = self.w_unit.x.array
-        self.C_p.value = 1.0
-        r1 = scalar(self.comm, self.forms[name])
-        self.w.x.array[:] = x0
-        return r0, r1
+    @abstractmethod
+    def rates(self) -> tuple[tuple[float, float], tuple[float, float]]:
+        """After :meth:`solve_split`: (vascular uptake, lymph outflow), each (r0, r1) with rate = r0 + C_p r1
+        (kg/s), summed over ranks."""
 
+    @abstractmethod
     def combine(self, C_p: float) -> None:
-        """Set the step's solution x = x0 + C_p x1 and the perfusate Constant."""
-        self.w.x.array[:] += C_p * self.w_unit.x.array
-        self.C_p.value = C_p
+        """Make the step's solution the one for perfusate concentration ``C_p``."""
 
+    @abstractmethod
     def solve_with(self, C_p: float) -> None:
         """Solve with a given perfusate concentration (no circuit coupling; benchmarks, Dirichlet ok)."""
-        self.C_p.value = C_p
-        self.system.solve(rhs=2, out=self.w)
 
+    @abstractmethod
+    def fields(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """C, C_c and A of the current solution as nodal arrays on :attr:`V` (owned and ghost)."""
+
+    @abstractmethod
+    def field_function(self, i: int) -> ufl.core.expr.Expr:
+        """C, C_c or A (``i`` = 0, 1, 2) of the current solution as something forms can use."""
+
+    @abstractmethod
+    def set_fields(self, values: Sequence[np.ndarray]) -> None:
+        """Set the current and old state (restart, initial conditions)."""
+
+    @abstractmethod
     def advance(self) -> None:
         """Accept the step: the new state becomes the old state."""
-        self.w_old.x.array[:] = self.w.x.array
 
+    @abstractmethod
+    def rollback(self) -> None:
+        """Undo the step: the current state goes back to the old state."""
+
+    @abstractmethod
     def amount(self, name: str) -> float:
-        """A functional of the current state (kg or kg/s), summed over ranks."""
-        return scalar(self.comm, self.forms[name])
+        """A functional of the current state, summed over ranks: "free", "cellular", "bound" (kg) or the
+        rates "vascular_in", "lymph_out", "hydrolysis", "boundary_out" (kg/s)."""
+
+    @property
+    def unknowns(self) -> int:
+        """Global size of the linear system solved (C alone in the scalar route, C, C_c, A in the mixed one)."""
+        return int(self.system.A.getSize()[0])
 
     def inventory(self) -> dict[str, float]:
         """Drug in tissue (kg): free, cellular and bound."""
         return {k: self.amount(k) for k in ("free", "cellular", "bound")}
+
+    def destroy(self) -> None:
+        self.system.destroy()
+
+
+def equation_scale(mesh, dt: fem.Constant) -> float:
+    """dt0 / (mean cell volume): the transport equations are multiplied by it so that matrix entries are O(1)
+    instead of ~1e-20, which PETSc's absolute ILU zero-pivot test (1e-12) and GMRES's residual estimate need."""
+    from mpi4py import MPI
+
+    n_cells = mesh.topology.index_map(mesh.topology.dim).size_global
+    volume = mesh.comm.allreduce(
+        fem.assemble_scalar(fem.form(fem.Constant(mesh, 1.0) * ufl.dx(domain=mesh))), op=MPI.SUM
+    )
+    return float(dt.value) * n_cells / volume
+
+
+def Transport(
+    mesh, degree: int, *args, lumped: bool = False, space: fem.FunctionSpace | None = None, **kwargs
+) -> TransportProblem:
+    """The transport route for ``degree`` and ``lumped`` (arguments as :class:`MixedTransport`); ``space``:
+    the scalar P1 space to share with the caller in the lumped route."""
+    if lumped:
+        if degree != 1:
+            raise ValueError("mass lumping is for P1 only (the vertex rule gives P2 edge dofs no mass)")
+        from solver.physics.transport_lumped import LumpedTransport
+
+        return LumpedTransport(mesh, *args, space=space, **kwargs)  # type: ignore[misc]
+    from solver.physics.transport_mixed import MixedTransport
+
+    return MixedTransport(mesh, degree, *args, **kwargs)
+
+
+__all__ = [
+    "DEFAULT_OPTIONS",
+    "Exchange",
+    "FreeDrugSpace",
+    "Kinetics",
+    "ThermalRates",
+    "Transport",
+    "TransportProblem",
+    "arrhenius",
+    "stokes_einstein",
+]
