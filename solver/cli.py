@@ -12,6 +12,8 @@ import json
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -119,20 +121,48 @@ def _first_difference(a, b, ignore: tuple[str, ...], prefix: str = "") -> tuple[
     return None if a == b else (prefix.rstrip(".") or "(case)", a, b)
 
 
-def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
-    from solver import checkpoint
-    from solver.simulation import Stopping, run_case
+@contextmanager
+def owned(comm: MPI.Comm, folder: Path, command: str, create: bool = True) -> Iterator[None]:
+    """Hold ``folder``'s lock (solver.lock) for the body: taken by rank 0, refusal raised on every rank."""
+    from solver import lock
 
+    problem, held = None, False
+    if comm.rank == 0:
+        try:
+            held = lock.acquire(folder, command, create)
+        except lock.LockError as err:
+            problem = str(err)
+    refuse_if(comm, problem)
+    try:
+        yield
+    finally:
+        if comm.rank == 0 and held:
+            lock.release(folder)
+
+
+def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     case = load_case(Path(args.case), comm)
+    from solver import checkpoint
+    from solver.simulation import Stopping
+
     stopping = Stopping(
         checkpoint_interval=_time_option("--checkpoint-every", args.checkpoint_every),
         stop_at=_time_option("--stop-at", args.stop_at),
         signals=checkpoint.StopFlag(),
     )
-    source = Path(args.case) / "case.toml" if Path(args.case).is_dir() else Path(args.case)
     if args.resume is not None and (args.output is not None or args.force or args.continue_):
         raise UsageError("--resume continues its own folder: leave out -o/--output, --force and --continue")
     folder = Path(args.resume or args.output or case.output.folder)
+    with owned(comm, folder, "isolimb run", create=args.resume is None):
+        _run_in(args, comm, case, folder, stopping)
+
+
+def _run_in(args: argparse.Namespace, comm: MPI.Comm, case, folder: Path, stopping) -> None:
+    """``isolimb run`` into ``folder``, whose lock this command holds."""
+    from solver import checkpoint, lock
+    from solver.simulation import run_case
+
+    source = Path(args.case) / "case.toml" if Path(args.case).is_dir() else Path(args.case)
     resume = args.resume is not None
     if args.continue_:  # a job that may run several times: finished -> nothing, stopped -> resume, else start
         state = None
@@ -153,22 +183,34 @@ def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         run_case(case, folder, comm, args.quiet, sys.argv, source, stopping, restart)
         return
     problem = None
-    if comm.rank == 0 and folder.exists() and any(folder.iterdir()):
+    if comm.rank == 0 and any(p.name != lock.LOCK_NAME for p in folder.iterdir()):
+        foreign = lock.foreign_entries(folder)
         if not args.force:
             problem = f"results folder {folder} exists and is not empty; pass --force to replace it"
         elif not any((folder / marker).exists() for marker in RESULT_MARKERS):
             problem = f"{folder} is not an isolimb results folder (no run.log or summary.json); not replacing it"
+        elif foreign:
+            shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
+            problem = f"{folder} holds files isolimb did not write ({shown}); not replacing it: move them away first"
         else:  # replace the old result whole: no stale fields or figures left beside the new ones
-            shutil.rmtree(folder)
+            lock.clear_results(folder)
     refuse_if(comm, problem)
     run_case(case, folder, comm, args.quiet, sys.argv, source, stopping)
 
 
 def results_folder(comm: MPI.Comm, folder: str) -> Path:
-    """A results folder written by ``isolimb run`` (checked on rank 0, error on every rank)."""
+    """A results folder written by ``isolimb run`` and not in use by another command (checked on rank 0, error on
+    every rank)."""
+    from solver import lock
+
     path = Path(folder)
-    missing = comm.rank == 0 and not (path / "summary.json").exists()
-    refuse_if(comm, f"{path}: not a finished isolimb results folder (no summary.json)" if missing else None)
+    problem = None
+    if comm.rank == 0:
+        if not (path / "summary.json").exists():
+            problem = f"{path}: not a finished isolimb results folder (no summary.json)"
+        else:
+            problem = lock.held_by_other(path)
+    refuse_if(comm, problem)
     return path
 
 
@@ -176,10 +218,11 @@ def cmd_report(args: argparse.Namespace, comm: MPI.Comm) -> None:
     from solver import report
 
     folder = results_folder(comm, args.results)
-    if comm.rank == 0:  # serial post-processing of files
-        path = report.build(folder)
-        print(f"wrote {path}", flush=True)
-    comm.barrier()
+    with owned(comm, folder, "isolimb report", create=False):  # writes report.html and figures/ into the folder
+        if comm.rank == 0:  # serial post-processing of files
+            path = report.build(folder)
+            print(f"wrote {path}", flush=True)
+        comm.barrier()
 
 
 def cmd_compare(args: argparse.Namespace, comm: MPI.Comm) -> None:
