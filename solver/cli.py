@@ -201,15 +201,12 @@ def _run_in(args: argparse.Namespace, comm: MPI.Comm, case, folder: Path, stoppi
 def results_folder(comm: MPI.Comm, folder: str) -> Path:
     """A results folder written by ``isolimb run`` and not in use by another command (checked on rank 0, error on
     every rank)."""
-    from solver import lock
+    from solver import integrity, lock
 
     path = Path(folder)
     problem = None
     if comm.rank == 0:
-        if not (path / "summary.json").exists():
-            problem = f"{path}: not a finished isolimb results folder (no summary.json)"
-        else:
-            problem = lock.held_by_other(path)
+        problem = integrity.results_problem(path) or lock.held_by_other(path)
     refuse_if(comm, problem)
     return path
 
@@ -219,24 +216,40 @@ def cmd_report(args: argparse.Namespace, comm: MPI.Comm) -> None:
 
     folder = results_folder(comm, args.results)
     with owned(comm, folder, "isolimb report", create=False):  # writes report.html and figures/ into the folder
+        problem = None
         if comm.rank == 0:  # serial post-processing of files
-            path = report.build(folder)
-            print(f"wrote {path}", flush=True)
-        comm.barrier()
+            try:
+                path = report.build(folder)
+                print(f"wrote {path}", flush=True)
+            except (OSError, ValueError, KeyError) as err:  # damaged files the checks did not catch
+                problem = f"{folder}: cannot write the report: {_one_line(err)}"
+        refuse_if(comm, problem)
 
 
 def cmd_compare(args: argparse.Namespace, comm: MPI.Comm) -> None:
     from solver import compare
 
+    if len(args.results) < 2:
+        raise UsageError(f"compare {' '.join(args.results)}: expected two or more results folders")
     folders = [results_folder(comm, f) for f in args.results]
     out = Path(args.output)
     exists = comm.rank == 0 and (out / "compare.html").exists() and not args.force
     refuse_if(comm, f"{out}/compare.html exists; pass --force to replace it" if exists else None)
+    problem = None
     if comm.rank == 0:  # serial post-processing of files
-        text, path = compare.compare(folders, out)
-        print(text)
-        print(f"\nwrote {path}", flush=True)
-    comm.barrier()
+        try:
+            text, path = compare.compare(folders, out)
+            print(text)
+            print(f"\nwrote {path}", flush=True)
+        except (OSError, ValueError, KeyError) as err:  # damaged files the checks did not catch
+            problem = f"compare: {_one_line(err)}"
+    refuse_if(comm, problem)
+
+
+def _one_line(err: BaseException) -> str:
+    """An exception as one line: its text, or its kind when it has none."""
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}" if isinstance(err, KeyError) or not text else text
 
 
 def cmd_sweep(args: argparse.Namespace, comm: MPI.Comm) -> None:
@@ -365,6 +378,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from solver.checkpoint import CheckpointError, RunStopped
     from solver.meshing import MeshError
+    from solver.output import OutputError
 
     comm = MPI.COMM_WORLD  # the only place the world communicator is taken
     args = parser().parse_args(argv)
@@ -372,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args, comm)
     except RunStopped:  # on request, with a checkpoint; the log said where
         return EXIT_STOPPED
-    except (CaseError, MeshError, UsageError, CheckpointError) as err:
+    except (CaseError, MeshError, UsageError, CheckpointError, OutputError) as err:
         # Input errors are raised on every rank (read on rank 0, broadcast); print once.
         if comm.rank == 0:
             print(f"isolimb: error: {err}", file=sys.stderr, flush=True)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
 import os
 from pathlib import Path
 
@@ -178,6 +179,34 @@ class SeriesTable:
             self._file = None
 
 
+class OutputError(RuntimeError):
+    """An outcome that cannot be written as it is (one line, naming the file and the key)."""
+
+
+def non_finite(data: object, prefix: str = "") -> tuple[str, float] | None:
+    """The first dotted key of a JSON tree whose number is NaN or infinite, with the number (None if none)."""
+    if isinstance(data, float):
+        return None if math.isfinite(data) else (prefix.rstrip(".") or "(value)", data)
+    if isinstance(data, dict):
+        items: list[tuple[object, object]] = list(data.items())
+    elif isinstance(data, (list, tuple)):
+        items = list(enumerate(data))
+    else:
+        return None
+    for key, value in items:
+        found = non_finite(value, f"{prefix}{key}.")
+        if found is not None:
+            return found
+    return None
+
+
 def write_json(comm: MPI.Comm, path: Path, data: dict) -> None:
+    """Write strict JSON on rank 0. A NaN or infinite number is an :class:`OutputError` naming its key, raised on
+    every rank that calls this with the same data (outcomes are the same on every rank), before anything is
+    written."""
+    bad = non_finite(data)
+    if bad is not None:
+        key, value = bad
+        raise OutputError(f"{path}: {key} = {value}: not a finite number; strict JSON cannot hold it")
     if comm.rank == 0:
-        write_atomic(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+        write_atomic(path, json.dumps(data, indent=2, sort_keys=False, allow_nan=False) + "\n")

@@ -57,6 +57,9 @@ def _locate(mesh, points: np.ndarray) -> np.ndarray:
     return cells
 
 
+TIME_TOLERANCE = 1e-6  # s: a --time this far outside the output times still counts as inside
+
+
 def probe(comm: MPI.Comm, folder: Path, field: str, points: np.ndarray, time: float | None) -> tuple[float, np.ndarray]:
     """Values of ``field`` at ``points`` (m) at the stored time nearest ``time`` (s; None: the last).
 
@@ -68,10 +71,22 @@ def probe(comm: MPI.Comm, folder: Path, field: str, points: np.ndarray, time: fl
         if not path.exists():
             problem = f"{path}: no such file (the run wrote no VTKHDF output; see output.formats)"
         else:
-            series = VTKHDFSeries(path)
-            names = series.point_names + series.cell_names
-            if field not in names:
-                problem = f"{path}: no field {field!r}; fields: {', '.join(names)}"
+            try:
+                series = VTKHDFSeries(path)
+            except (OSError, KeyError, ValueError, IndexError) as err:  # truncated or damaged HDF5
+                problem = f"{path}: cannot read it (truncated or damaged: {err})"
+            else:
+                names = series.point_names + series.cell_names
+                times = series.times
+                if field not in names:
+                    problem = f"{path}: no field {field!r}; fields: {', '.join(names)}"
+                elif times.size == 0:
+                    problem = f"{path}: no time steps written"
+                elif time is not None and not times[0] - TIME_TOLERANCE <= time <= times[-1] + TIME_TOLERANCE:
+                    problem = (
+                        f"--time {time / 60:g} min: outside the run's output times"
+                        f" ({times[0] / 60:g} to {times[-1] / 60:g} min)"
+                    )
     problem = comm.bcast(problem, root=0)
     if problem:
         raise ProbeError(problem)

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from solver import integrity
 from solver.case import CaseError, FileMesh, parse_case_tree
 from solver.output import clinical, write_atomic
 from solver.units import ureg
@@ -233,8 +234,13 @@ def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
     runs_csv = folder / "runs.csv"
     if not runs_csv.exists():
         raise SweepError(f"{folder}: no runs.csv (not a folder written by isolimb sweep)")
-    with open(runs_csv, newline="") as f:
-        runs = list(csv.DictReader(f))
+    try:
+        with open(runs_csv, newline="") as f:
+            runs = list(csv.DictReader(f))
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise SweepError(f"{runs_csv}: cannot read it ({err})") from None
+    if not runs or "id" not in runs[0] or any(None in run or None in run.values() for run in runs):
+        raise SweepError(f"{runs_csv}: empty or damaged (expected a header with 'id' and one whole row per run)")
     params = [k for k in runs[0] if k != "id"]
     rows, missing = [], []
     for run in runs:
@@ -242,7 +248,10 @@ def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
         if not summary_path.exists():
             missing.append(run["id"])
             continue
-        summary = json.loads(summary_path.read_text())
+        try:
+            summary = integrity.read_json_object(summary_path)
+        except ValueError as err:
+            raise SweepError(f"run {run['id']}: {err}") from None
         row = {**run, **{k: get(summary) for k, (_, get) in OUTCOMES.items()}}
         row["tumour_auc90_mg_min_per_L"] = _coverage(folder / "results" / run["id"])
         rows.append(row)
