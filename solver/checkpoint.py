@@ -33,7 +33,7 @@ from dolfinx import fem
 from mpi4py import MPI
 
 NAME = "checkpoint"
-FORMAT = 1
+FORMAT = 2  # 2: the model's state under "model" (CoupledModel.state)
 
 
 class CheckpointError(RuntimeError):

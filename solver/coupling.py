@@ -1,15 +1,22 @@
-"""The coupled model: builds every equation of a case on one mesh and wires them together.
+"""The coupled model: builds every equation of a case on one mesh, wires them together, and advances them.
 
 Fields shared between equations are dolfinx Functions owned by one equation and read by the others:
 pressure gives the Darcy flux u and filtration Jv to transport; heat gives T to the rate constants;
-the TNF switch and the protocol phase update DG0 parameter fields in place. The time loop lives in
-solver.simulation; this module holds no loop.
+the TNF switch and the protocol (solver.protocol.Schedule) update DG0 parameter fields in place.
+
+One step is :meth:`CoupledModel.advance` (every equation from t to t + dt, in the order of MODEL.md) and
+:meth:`CoupledModel.accept`; everything a step changes is :meth:`CoupledModel.state`, put back by
+:meth:`CoupledModel.restore` (rollback of a failed step, checkpoint and restart use this one route).
+The time loop (solver.simulation) keeps only time: milestones, dt, cut-back, stop and checkpoints.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,15 +26,16 @@ from mpi4py import MPI
 
 from solver.case import AgentParams, Case, FixedValue, Robin
 from solver.meshing import TaggedMesh, region_volumes
-from solver.parameters import BLOOD, GAS_CONSTANT, T_REF
+from solver.parameters import BLOOD
 from solver.physics import tnf as tnf_switch
 from solver.physics.circuit import Circuit
-from solver.physics.heat import Heat, RobinBoundary, lang_blood_perfusion
-from solver.physics.linear import LinearSystem, NodalWeights
+from solver.physics.heat import Heat, RobinBoundary, cem43_increment, lang_blood_perfusion
+from solver.physics.linear import LinearSystem, NodalWeights, SolveError
 from solver.physics.materials import RegionFields
 from solver.physics.metabolism import MetabolicState
 from solver.physics.pressure import Pressure
-from solver.physics.transport import Exchange, ThermalRates, Transport, TransportProblem
+from solver.physics.transport import FIELDS, Exchange, ThermalRates, Transport, TransportProblem
+from solver.protocol import Schedule
 from solver.units import DENSITY, HEAT_CAPACITY, PRESSURE, TEMPERATURE
 
 
@@ -56,6 +64,20 @@ class Agent:
     def field(self, i: int) -> np.ndarray:
         """C, C_c or A (``i`` = 0, 1, 2) as nodal values (kg/m^3)."""
         return self.transport.fields()[i]
+
+
+ACCUMULATORS = ("auc_free", "auc_cell", "peak_free")  # nodal running outcomes of an agent
+TOTALS = ("hydrolysed_tissue", "lymph_to_systemic", "boundary_out", "auc_systemic")  # scalar ones
+
+
+@dataclass
+class ModelState:
+    """Everything a step changes: ``scalars`` (JSON-able: dt, protocol memory, metabolism, circuits and
+    totals per agent) and ``nodal`` arrays by name ("T", "cem43", "<agent>.C", "<agent>.auc_free", ...) on the
+    scalar space (owned and ghost values)."""
+
+    scalars: dict
+    nodal: dict[str, np.ndarray]
 
 
 class RegionIntegrals:
@@ -95,6 +117,8 @@ class CoupledModel:
         self.volumes = region_volumes(tm)
         self.limb_volume = sum(self.volumes.values())
         protocol = case.protocol
+        self.schedule = Schedule.of(case)
+        self.seconds = {"pressure": 0.0, "heat": 0.0, "transport": 0.0}  # wall time per equation
         tissue = dict(case.tissue)
         if protocol and protocol.capillary_pressure is not None:  # perfusion raises capillary pressure
             tissue = {r: p.model_copy(update={"p_v": protocol.capillary_pressure}) for r, p in tissue.items()}
@@ -120,12 +144,14 @@ class CoupledModel:
         )
         self.uptake_factor = fem.Constant(msh, 1.0)  # acidosis potentiation (metabolism), else 1
         self.exchange_stale = True  # pressure solved since the transport exchange terms were last assembled
+        self._pressure_for: float | None = None  # the TNF state the pressure was last solved for
         one = fem.Constant(msh, 1.0)
         self.integrals = RegionIntegrals(
             self.V, self.dx, tm.regions, {"one": one, "phi": m["phi"], "phi_c": m["phi_c"]}
         )
         self._build_pressure()
         self._build_heat()
+        self.cem43 = np.zeros_like(self.T.x.array)  # thermal dose, equivalent minutes at 43 C
         self.agents = (
             [self._build_agent(name, params) for name, params in case.agents.items()]
             if (case.physics.drug and protocol is not None)
@@ -231,25 +257,8 @@ class CoupledModel:
 
     # -------------------------------------------------------------------------------------- protocol
     def inflow_temperature(self, t: float) -> float:
-        """Heat-exchanger outlet temperature (K) at time t: the case's schedule, piecewise linear and held
-        constant beyond its ends; 37 C when the case gives none."""
-        protocol = self.case.protocol
-        if protocol is None or not protocol.inflow_temperature:
-            return 310.15
-        times = [p.time for p in protocol.inflow_temperature]
-        values = [p.value for p in protocol.inflow_temperature]
-        return float(np.interp(t, times, values))
-
-    def flow(self, t: float) -> float:
-        """Circuit flow through the limb (m^3/s) at time t: pump, then washout, then none."""
-        p = self.case.protocol
-        if p is None:
-            return 0.0
-        if t <= p.perfusion_duration:
-            return p.flow
-        if t <= p.perfusion_duration + p.washout_duration:
-            return p.washout_flow
-        return 0.0
+        """Heat-exchanger outlet temperature (K) at time t (the schedule's)."""
+        return self.schedule.inflow_temperature(t)
 
     def set_time(self, t: float) -> set[str]:
         """Set every time-dependent input to its value at t. Returns what changed: "vascular" (tumour
@@ -310,7 +319,7 @@ class CoupledModel:
                     weights[region] = w_b / self.blood_density
         if "tumour" in weights:
             weights["tumour"] *= tumour_flow_factor
-        Q = self.flow(t)
+        Q = self.schedule.flow(t)
         if Q <= 0.0:
             return weights
         total = sum(weights[r] * self.volumes[r] for r in weights)
@@ -320,6 +329,7 @@ class CoupledModel:
         """Solve the (steady) pressure and Darcy flux; drug exchange and lymph follow at the next step."""
         self.pressure.solve()
         self.exchange_stale = True
+        self._pressure_for = self.tnf_state
 
     def linear_systems(self) -> dict[str, LinearSystem]:
         """Every linear system of the model by equation name (pressure, heat, transport_<agent>)."""
@@ -344,10 +354,127 @@ class CoupledModel:
         """A dose in kg: absolute, or per unit limb volume (seed 003 doses per litre of limb)."""
         return amount if amount is not None else float(per_limb_volume) * self.limb_volume  # type: ignore[arg-type]
 
-    def perfusate_rate(self, params: AgentParams, t: float) -> float:
-        """Hydrolysis rate in the perfusate (1/s) at the inflow temperature."""
-        T = self.inflow_temperature(t)
-        return math.log(2.0) / params.half_life * math.exp(-params.Ea / GAS_CONSTANT * (1.0 / T - 1.0 / T_REF))
+    # ------------------------------------------------------------------------------------------- step
+    @contextmanager
+    def timer(self, equation: str) -> Iterator[None]:
+        start = time.perf_counter()
+        yield
+        self.seconds[equation] += time.perf_counter() - start
+
+    def start(self) -> None:
+        """The inputs at t = 0 and the initial pressure, for a run from the beginning."""
+        self.set_time(0.0)
+        self.solve_pressure()
+
+    def give_doses(self, t: float, done: set[int]) -> None:
+        """Boluses due at t into their agents' perfusate; their indices join ``done``."""
+        if not self.agents:  # no agents when physics.drug is off
+            return
+        for i, d in self.schedule.doses_due(t, done):
+            agent = next(a for a in self.agents if a.name == d.agent)
+            agent.circuit.dose(self.dose_amount(d.per_limb_volume, d.amount))
+            done.add(i)
+
+    def advance(self, t: float, dt: float) -> None:
+        """Advance every equation from t to t + dt in the order of MODEL.md (raises SolveError)."""
+        t1, dt_changed = t + dt, dt != self.dt.value
+        self.dt.value = dt
+        with self.timer("pressure"):
+            changed = self.set_time(t1)  # protocol inputs at t + dt: inflow T, TNF, perfusion
+            if "vascular" in changed:
+                self.solve_pressure()  # steady IFP and Darcy flux (section 2)
+        with self.timer("heat"):
+            if self.heat is not None:  # Pennes (section 5); a steady problem is re-solved too
+                if "perfusion" in changed or dt_changed:
+                    self.heat.operator_changed()
+                self.heat.step()
+            if self.metabolism is not None:  # trapped-blood acid-base of ILI (section 7)
+                self.metabolism.step(dt, self.limb_mean_temperature())
+                self.uptake_factor.value = self.metabolism.uptake_factor
+        with self.timer("transport"):
+            exchange_changed = self.exchange_stale or bool(changed)
+            for a in self.agents:  # tissue drug, implicit with its circuit (sections 3 and 4)
+                a.rates.update(self.T.x.array)
+                a.transport.prepare(exchange_changed)
+                a.transport.solve_split()
+                vascular, lymph = a.transport.rates()
+                k_h = self.schedule.perfusate_hydrolysis(a.params.half_life, a.params.Ea, t1)
+                Q_leak, Q_wash = self.schedule.leak_flow(a.circuit.V_p), self.schedule.washout_flow(t1)
+                C_p, C_s = a.circuit.solve(dt, k_h, Q_leak, Q_wash, vascular, lymph)
+                if not (math.isfinite(C_p) and math.isfinite(C_s)):
+                    raise SolveError(f"circuit of {a.name}: non-finite concentration")
+                a.transport.combine(C_p)
+                a.circuit.accept(C_p, C_s, dt, k_h, Q_leak, Q_wash)
+                a.hydrolysed_tissue += dt * a.transport.amount("hydrolysis")
+                a.lymph_to_systemic += dt * a.transport.amount("lymph_out")
+                a.boundary_out += dt * a.transport.amount("boundary_out")
+            self.exchange_stale = False
+
+    def accept(self, dt: float) -> None:
+        """Take the step just advanced: new states become old; AUCs, peaks and CEM43 advance over dt."""
+        for a in self.agents:
+            a.transport.advance()
+            C, C_c, _ = a.transport.fields()
+            a.auc_free += dt * C
+            a.auc_cell += dt * C_c
+            np.maximum(a.peak_free, C, out=a.peak_free)
+            a.auc_systemic += dt * a.circuit.C_s  # backward Euler, as the circuit
+        self.cem43 += cem43_increment(self.T.x.array, dt)
+
+    # ------------------------------------------------------------------------------------------ state
+    def state(self) -> ModelState:
+        """Everything a step changes, as copies (see :class:`ModelState`)."""
+        mb = self.metabolism
+        scalars: dict = {
+            "dt": float(self.dt.value),
+            "protocol": self.protocol_state(),
+            "metabolism": [mb.oxygen, mb.lactate, mb.oxygen_used] if mb else None,
+            "agents": {
+                a.name: {
+                    "C_p": a.circuit.C_p,
+                    "C_s": a.circuit.C_s,
+                    "totals": dict(a.circuit.totals),
+                    **{key: getattr(a, key) for key in TOTALS},
+                }
+                for a in self.agents
+            },
+        }
+        nodal = {"T": self.T.x.array.copy(), "cem43": self.cem43.copy()}
+        for a in self.agents:
+            nodal.update({f"{a.name}.{key}": v.copy() for key, v in zip(FIELDS, a.transport.fields(), strict=True)})
+            nodal.update({f"{a.name}.{key}": getattr(a, key).copy() for key in ACCUMULATORS})
+        return ModelState(scalars, nodal)
+
+    def restore(self, state: ModelState) -> None:
+        """Put the model back into ``state``: rollback of a failed step, restart from a checkpoint. The
+        pressure (no time derivative) is re-solved when the restored TNF state is not the one it was solved for."""
+        s, x = state.scalars, state.nodal
+        self.dt.value = s["dt"]
+        self.T.x.array[:] = x["T"]
+        if self.heat is not None:
+            self.heat.T_old.x.array[:] = x["T"]
+        self.cem43[:] = x["cem43"]
+        if self.metabolism is not None:
+            mb = self.metabolism
+            mb.oxygen, mb.lactate, mb.oxygen_used = s["metabolism"]
+            self.uptake_factor.value = mb.uptake_factor
+        for a in self.agents:
+            saved = s["agents"][a.name]
+            a.circuit.C_p, a.circuit.C_s, a.circuit.totals = saved["C_p"], saved["C_s"], dict(saved["totals"])
+            for key in TOTALS:
+                setattr(a, key, saved[key])
+            a.transport.set_fields([x[f"{a.name}.{key}"] for key in FIELDS])
+            a.transport.C_p.value = saved["C_p"]
+            for key in ACCUMULATORS:
+                getattr(a, key)[:] = x[f"{a.name}.{key}"]
+        self.set_protocol_state(s["protocol"])
+        if self._pressure_for != self.tnf_state:
+            self.solve_pressure()
+
+    def destroy(self) -> None:
+        """Free every PETSc solver and matrix of the model."""
+        for system in self.linear_systems().values():
+            system.destroy()
 
 
-__all__ = ["CoupledModel", "Agent"]
+__all__ = ["Agent", "CoupledModel", "ModelState"]

@@ -1,14 +1,12 @@
-"""The time loop: protocol events as exact step milestones, the order of operations of one step,
-step cut-back on failure, running outcomes (AUC, CEM43) and the drug balance.
+"""The time loop: protocol events as exact step milestones, step cut-back on failure, checkpoints and
+stops, and what is recorded of each accepted step (time series, fields, the drug balance, the summary).
 
-One step from t to t + dt:
-  1. events at t: drug boluses into the perfusate;
-  2. inputs at t + dt: inflow temperature, circuit flow, TNF state; when vascular properties changed the
-     pressure is re-solved (and the Darcy flux with it) and operators are marked for reassembly;
-  3. heat (backward Euler), then for each agent the tissue drug solved by superposition and the circuit
-     solved implicitly with it (solver.physics.circuit);
-  4. on a failed or non-finite solve: undo, halve dt, retry (at most ``MAX_CUTS`` times);
-  5. accumulate AUC, CEM43 and the balance terms; write outputs at their times.
+The order of operations of one step lives in :meth:`solver.coupling.CoupledModel.advance`; this module
+keeps only time. A step from t to t + dt:
+  1. boluses due at t into the perfusate;
+  2. ``model.advance(t, dt)``; on a failed or non-finite solve the model is restored to its state before
+     the step and the step retried with half of dt (at most ``MAX_CUTS`` times);
+  3. ``model.accept(dt)`` (AUC, CEM43), then the step is recorded, and a checkpoint written when due.
 """
 
 from __future__ import annotations
@@ -27,48 +25,14 @@ from mpi4py import MPI
 from solver import checkpoint, meshing, paraview, provenance
 from solver.case import Case
 from solver.checkpoint import NodalSpace, RunStopped, StopFlag
-from solver.coupling import Agent, CoupledModel
+from solver.coupling import Agent, CoupledModel, ModelState
 from solver.output import FieldOutput, SeriesTable, array_name, clinical, write_json
+from solver.physics.heat import cem43_increment
 from solver.physics.linear import SolveError, scalar
 from solver.progress import RunLog
 
 MAX_CUTS = 5
-T_43 = 316.15  # K
-
-
-def cem43_increment(T: np.ndarray, dt: float) -> np.ndarray:
-    """Thermal dose added in dt seconds at temperatures T (K), in equivalent minutes at 43 C
-    (Sapareto & Dewey 1984: R = 0.5 at or above 43 C, 0.25 below)."""
-    R = np.where(T >= T_43, 0.5, 0.25)
-    return (dt / 60.0) * R ** (T_43 - T)
-
-
-@dataclass
-class Milestones:
-    """Event times (s) the step sequence must land on exactly."""
-
-    times: list[float]
-
-    @classmethod
-    def of(cls, case: Case, end: float) -> Milestones:
-        times = {end}
-        p = case.protocol
-        if p is not None:
-            times.update(d.time for d in p.doses)
-            times.update([p.perfusion_duration, p.perfusion_duration + p.washout_duration])
-            if p.tnf is not None:
-                times.add(p.tnf.time)
-            times.update(pt.time for pt in p.inflow_temperature)
-        if case.output.interval:
-            n = int(math.floor(end / case.output.interval + 1e-9))
-            times.update(case.output.interval * k for k in range(1, n + 1))
-        return cls(sorted(t for t in times if 0 < t <= end))
-
-    def next_after(self, t: float) -> float:
-        for m in self.times:
-            if m > t * (1 + 1e-12) + 1e-9:
-                return m
-        return self.times[-1]
+__all__ = ["MAX_CUTS", "RunResult", "Simulation", "Stopping", "cem43_increment", "run_case"]
 
 
 @dataclass
@@ -103,13 +67,12 @@ class Simulation:
         self.log = log if log is not None else RunLog(model.comm, quiet=True)
         self.comm = model.comm
         case = model.case
-        self.end = case.protocol.end_time if case.protocol else case.numerics.dt
-        self.milestones = Milestones.of(case, self.end)
+        self.schedule = model.schedule
+        self.end = self.schedule.end
         self.stopping = stopping or Stopping()
         self.restart = restart
         self.restart_state = checkpoint.read_state(restart) if restart is not None else None
         resume_at = self.restart_state["time"] if self.restart_state else None
-        self.cem43 = np.zeros_like(model.T.x.array)
         self.table = SeriesTable(self.comm, folder / "timeseries.csv") if folder else None
         self.writer = None
         self.outputs = self._output_sources()
@@ -122,8 +85,9 @@ class Simulation:
         self._T_total: fem.Form | None = None
         self.pressure_history: list[tuple[float, float]] = []
         self.rows: list[dict[str, float]] = []
-        self.phase_seconds = {"pressure": 0.0, "heat": 0.0, "transport": 0.0, "output": 0.0}
+        self.output_seconds = 0.0
         self.earlier_wall_seconds = 0.0  # of the runs before a restart
+        self.earlier_phase_seconds: dict[str, float] = {}
         self.t, self.steps, self.doses_done = 0.0, 0, set[int]()
         # the pieces of a run stopped and resumed: ranks and simulated time span of each
         self.segments: list[dict] = list(self.restart_state["segments"]) if self.restart_state else []
@@ -148,7 +112,7 @@ class Simulation:
     def _refresh_outputs(self) -> None:
         o = self.outputs
         if array_name("CEM43") in o:
-            o[array_name("CEM43")][1].x.array[:] = self.cem43
+            o[array_name("CEM43")][1].x.array[:] = self.model.cem43
         for a in self.model.agents:
             for key, values in (("C", a.field(0)), ("C_c", a.field(1)), ("A", a.field(2)), ("AUC", a.auc_free)):
                 if array_name(key, a.name) in o:
@@ -171,117 +135,33 @@ class Simulation:
         local = float(values[dofs].max()) if dofs.size else -np.inf
         return self.comm.allreduce(local, op=MPI.MAX)
 
-    # ------------------------------------------------------------------------------------------ step
-    def _step(self, t: float, dt: float) -> None:
-        """Advance all equations from t to t + dt (raises SolveError on failure)."""
-        m = self.model
-        dt_changed = dt != m.dt.value
-        m.dt.value = dt
-        start = time.perf_counter()
-        changed = m.set_time(t + dt)
-        if "vascular" in changed:
-            m.solve_pressure()
-        self.phase_seconds["pressure"] += time.perf_counter() - start
-        start = time.perf_counter()
-        if m.heat is not None:
-            if "perfusion" in changed or dt_changed:
-                m.heat.operator_changed()
-            m.heat.step()  # a steady problem is re-solved too: T_a and omega follow the protocol
-        if m.metabolism is not None:
-            m.metabolism.step(dt, m.limb_mean_temperature())
-            m.uptake_factor.value = m.metabolism.uptake_factor
-        self.phase_seconds["heat"] += time.perf_counter() - start
-        start = time.perf_counter()
-        p = m.case.protocol
-        assert p is not None or not m.agents
-        exchange_changed = m.exchange_stale or bool(changed)
-        for a in m.agents:
-            assert p is not None
-            washing = p.perfusion_duration < t + dt <= p.perfusion_duration + p.washout_duration + 1e-9
-            Q_wash = p.washout_flow if washing else 0.0
-            Q_leak = p.leak_rate * a.circuit.V_p  # leak flow (m^3/s): a fraction of perfusate volume per time
-            tr = a.transport
-            a.rates.update(m.T.x.array)  # rate constants and D follow T every step
-            tr.prepare(exchange_changed)  # exchange follows pressure, perfusion and permeability
-            tr.solve_split()
-            vascular, lymph = tr.rates()
-            k_h = m.perfusate_rate(a.params, t + dt)
-            C_p, C_s = a.circuit.solve(dt, k_h, Q_leak, Q_wash, vascular, lymph)
-            if not (math.isfinite(C_p) and math.isfinite(C_s)):
-                raise SolveError(f"circuit of {a.name}: non-finite concentration")
-            tr.combine(C_p)
-            a.circuit.accept(C_p, C_s, dt, k_h, Q_leak, Q_wash)
-            a.hydrolysed_tissue += dt * tr.amount("hydrolysis")
-            a.lymph_to_systemic += dt * tr.amount("lymph_out")
-            a.boundary_out += dt * tr.amount("boundary_out")
-        m.exchange_stale = False
-        self.phase_seconds["transport"] += time.perf_counter() - start
-
-    def _snapshot(self) -> list:
-        """Everything a step changes, to restore when the step is retried with a shorter dt."""
-        m = self.model
-        mb = m.metabolism
-        state: list = [m.T.x.array.copy(), (mb.oxygen, mb.lactate, mb.oxygen_used) if mb else None]
-        for a in m.agents:
-            c = a.circuit
-            state.append((c.C_p, c.C_s, dict(c.totals), a.hydrolysed_tissue, a.lymph_to_systemic, a.boundary_out))
-        return state
-
-    def _rollback(self, state: list) -> None:
-        m = self.model
-        m.T.x.array[:] = state[0]
-        if m.metabolism is not None:
-            m.metabolism.oxygen, m.metabolism.lactate, m.metabolism.oxygen_used = state[1]
-        for a, (C_p, C_s, totals, hydrolysed, lymph, boundary) in zip(m.agents, state[2:], strict=True):
-            a.circuit.C_p, a.circuit.C_s, a.circuit.totals = C_p, C_s, totals
-            a.hydrolysed_tissue, a.lymph_to_systemic, a.boundary_out = hydrolysed, lymph, boundary
-            a.transport.rollback()  # the old state is only replaced on accept
-
-    def _accept(self, dt: float) -> None:
-        m = self.model
-        for a in m.agents:
-            a.transport.advance()
-            a.auc_free += dt * a.field(0)
-            a.auc_cell += dt * a.field(1)
-            np.maximum(a.peak_free, a.field(0), out=a.peak_free)
-            a.auc_systemic += dt * a.circuit.C_s  # backward Euler, as the circuit
-        self.cem43 += cem43_increment(m.T.x.array, dt)
-
     def run(self) -> RunResult:
         """Run to the end of the protocol (raises :class:`RunStopped` when stopped early with a checkpoint)."""
         m = self.model
         wall = time.perf_counter()
         if self.restart_state is None:
-            m.set_time(0.0)
-            m.solve_pressure()
+            m.start()
             self._record(0.0)
         else:
             self._resume(self.restart_state)
         next_checkpoint = self._next_checkpoint(self.t)
         while self.t < self.end * (1 - 1e-12):
             t = self.t
-            p = m.case.protocol
-            for i, d in enumerate(p.doses if p and m.agents else []):  # no agents when physics.drug is off
-                if i not in self.doses_done and d.time <= t + 1e-9:
-                    agent = next(a for a in m.agents if a.name == d.agent)
-                    agent.circuit.dose(m.dose_amount(d.per_limb_volume, d.amount))
-                    self.doses_done.add(i)
-            target = self.milestones.next_after(t)
-            dt = min(m.case.numerics.dt, target - t)
-            if target - t - dt < 1e-6 * dt:  # do not leave a sliver before a milestone
-                dt = target - t
-            state = self._snapshot()
+            m.give_doses(t, self.doses_done)
+            target = self.schedule.next_milestone(t)
+            dt = self.schedule.step_to(t, m.case.numerics.dt)
+            before = m.state()
             for cut in range(MAX_CUTS + 1):
                 try:
-                    self._step(t, dt)
+                    m.advance(t, dt)
                     break
                 except SolveError as err:
-                    self._rollback(state)
+                    m.restore(before)
                     if cut == MAX_CUTS:
                         raise SolveError(f"t = {t / 60:.2f} min: {err}; gave up after {MAX_CUTS} cut-backs") from None
                     dt *= 0.5
                     self.log.say(f"  t = {t / 60:.2f} min: {err}; retrying with dt = {dt:.3g} s")
-            self._accept(dt)
+            m.accept(dt)
             t += dt
             self.steps += 1
             if abs(t - target) < 1e-9 * max(1.0, target):
@@ -298,6 +178,12 @@ class Simulation:
         summary["krylov_iterations"] = self.iterations()
         summary["segments"] = self._segments()
         return RunResult(summary, self.rows)
+
+    @property
+    def phase_seconds(self) -> dict[str, float]:
+        """Wall time per equation and for output (s), this run's segment and those before a restart."""
+        own = {**self.model.seconds, "output": self.output_seconds}
+        return {k: self.earlier_phase_seconds.get(k, 0.0) + v for k, v in own.items()}
 
     def _segments(self) -> list[dict]:
         start = self.restart_state["time"] if self.restart_state else 0.0
@@ -334,90 +220,49 @@ class Simulation:
             raise RunStopped(t, reason, path)
         return self._next_checkpoint(t)
 
-    def _nodal_spaces(self) -> dict[str, NodalSpace]:
-        """The scalar spaces of the checkpointed fields: V (T, CEM43) and the C space of each agent."""
+    def _space_of(self, name: str) -> NodalSpace:
+        """The scalar space of a nodal state array: an agent's ("<agent>.C", ...) or the model's V."""
         if not self._spaces:
             self._spaces["V"] = NodalSpace(self.model.V)
             for a in self.model.agents:
                 self._spaces[a.name] = NodalSpace(a.space)
-        return self._spaces
-
-    def _nodal_fields(self) -> dict[str, tuple[NodalSpace, np.ndarray]]:
-        spaces = self._nodal_spaces()
-        out = {"T": (spaces["V"], self.model.T.x.array), "cem43": (spaces["V"], self.cem43)}
-        for a in self.model.agents:
-            sp = spaces[a.name]
-            for i, key in enumerate(("C", "C_c", "A")):
-                out[f"{a.name}.{key}"] = (sp, a.field(i))
-            for key in ("auc_free", "auc_cell", "peak_free"):
-                out[f"{a.name}.{key}"] = (sp, getattr(a, key))
-        return out
+        agent = name.split(".", 1)[0] if "." in name else "V"
+        return self._spaces[agent]
 
     def write_checkpoint(self, wall_seconds: float) -> Path:
-        """Write the state after the current step into ``<folder>/checkpoint`` (collective)."""
+        """Write the state after the current step into ``<folder>/checkpoint`` (collective): the model's
+        :meth:`~solver.coupling.CoupledModel.state` and the loop's own (time, steps, doses, records)."""
         assert self.folder is not None
         m = self.model
-        mb = m.metabolism
+        model_state = m.state()
         state = {
             "time": self.t,
             "steps": self.steps,
             "doses_done": sorted(self.doses_done),
-            "dt": float(m.dt.value),
             "wall_seconds": wall_seconds,
             "case": json.loads(m.case.model_dump_json()),
-            "protocol_state": m.protocol_state(),
-            "metabolism": [mb.oxygen, mb.lactate, mb.oxygen_used] if mb else None,
-            "agents": {
-                a.name: {
-                    "C_p": a.circuit.C_p,
-                    "C_s": a.circuit.C_s,
-                    "totals": a.circuit.totals,
-                    "hydrolysed_tissue": a.hydrolysed_tissue,
-                    "lymph_to_systemic": a.lymph_to_systemic,
-                    "boundary_out": a.boundary_out,
-                    "auc_systemic": a.auc_systemic,
-                }
-                for a in m.agents
-            },
+            "model": model_state.scalars,
             "rows": self.rows,
             "pressure_history": self.pressure_history,
             "phase_seconds": self.phase_seconds,
             "iterations": {k: list(map(int, s.iterations)) for k, s in m.linear_systems().items()},
             "segments": self._segments(),
         }
-        return checkpoint.write(self.folder, self.comm, state, self._nodal_fields())
+        nodal = {name: (self._space_of(name), values) for name, values in model_state.nodal.items()}
+        return checkpoint.write(self.folder, self.comm, state, nodal)
 
     def _resume(self, state: dict) -> None:
-        """Put the model back in the state of the checkpoint ``self.restart``."""
+        """Put the model and the loop back in the state of the checkpoint ``self.restart``."""
         assert self.restart is not None
         m = self.model
-        spaces = self._nodal_spaces()
-        reader = checkpoint.Reader(self.restart, self.comm, list(spaces.values()))
-        m.T.x.array[:] = reader.values("T", spaces["V"])
-        if m.heat is not None:
-            m.heat.T_old.x.array[:] = m.T.x.array
-        self.cem43[:] = reader.values("cem43", spaces["V"])
-        for a in m.agents:
-            sp, saved = spaces[a.name], state["agents"][a.name]
-            a.transport.set_fields(tuple(reader.values(f"{a.name}.{key}", sp) for key in ("C", "C_c", "A")))
-            for key in ("auc_free", "auc_cell", "peak_free"):
-                getattr(a, key)[:] = reader.values(f"{a.name}.{key}", sp)
-            a.circuit.C_p, a.circuit.C_s = saved["C_p"], saved["C_s"]
-            a.circuit.totals = dict(saved["totals"])
-            a.transport.C_p.value = saved["C_p"]
-            a.hydrolysed_tissue, a.lymph_to_systemic = saved["hydrolysed_tissue"], saved["lymph_to_systemic"]
-            a.boundary_out, a.auc_systemic = saved["boundary_out"], saved["auc_systemic"]
-        if m.metabolism is not None:
-            m.metabolism.oxygen, m.metabolism.lactate, m.metabolism.oxygen_used = state["metabolism"]
-            m.uptake_factor.value = m.metabolism.uptake_factor
-        m.dt.value = state["dt"]
-        m.set_protocol_state(state["protocol_state"])
-        m.T_a.value = m.inflow_temperature(state["time"])
-        m.solve_pressure()  # from the restored vessel properties: pressure has no time derivative
+        names = list(m.state().nodal)  # the arrays this model's state holds
+        spaces = {name: self._space_of(name) for name in names}
+        reader = checkpoint.Reader(self.restart, self.comm, list({id(sp): sp for sp in spaces.values()}.values()))
+        m.restore(ModelState(state["model"], {name: reader.values(name, spaces[name]) for name in names}))
         self.t, self.steps, self.doses_done = state["time"], state["steps"], set(state["doses_done"])
         self.rows = state["rows"]
         self.pressure_history = [tuple(x) for x in state["pressure_history"]]
-        self.phase_seconds = state["phase_seconds"]
+        self.earlier_phase_seconds = dict(state["phase_seconds"])
         self.earlier_wall_seconds = state["wall_seconds"]
         for name, system in m.linear_systems().items():
             system.iterations[:] = state["iterations"].get(name, [])
@@ -497,7 +342,7 @@ class Simulation:
             start = time.perf_counter()
             self._refresh_outputs()
             self.writer.write(t)
-            self.phase_seconds["output"] += time.perf_counter() - start
+            self.output_seconds += time.perf_counter() - start
         extra = ""
         if m.agents:
             a = m.agents[0]
@@ -547,7 +392,7 @@ class Simulation:
                 "volume_m3": vol,
                 "pressure_mean_Pa": self.region_mean(region, m.pressure.p, "p"),
                 "temperature_max_degC": self.region_max(region, m.T.x.array) - 273.15,
-                "cem43_max_min": self.region_max(region, self.cem43),
+                "cem43_max_min": self.region_max(region, self.model.cem43),
             }
             if primary is not None:
                 A = primary.transport.field_function(2)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+import numpy as np
 import ufl
 from dolfinx import fem
 
@@ -40,6 +41,16 @@ def lang_blood_perfusion(region: str, T: float) -> float | None:
     if region == "tumour":
         return max(0.833 - max(c - 37.0, 0.0) ** 4.8 / 5438.0, 0.0)
     return None
+
+
+T_43 = 316.15  # K
+
+
+def cem43_increment(T: np.ndarray, dt: float) -> np.ndarray:
+    """Thermal dose added in dt seconds at temperatures T (K), in equivalent minutes at 43 C
+    (Sapareto & Dewey 1984: R = 0.5 at or above 43 C, 0.25 below)."""
+    R = np.where(T >= T_43, 0.5, 0.25)
+    return (dt / 60.0) * R ** (T_43 - T)
 
 
 class RobinBoundary:
