@@ -460,7 +460,7 @@ def _check_agent_names(path: Path, raw: dict[str, Any]) -> None:
     agents = raw.get("agents")
     for name in agents if isinstance(agents, dict) else ():
         if not SAFE_NAME.match(name) or len(name) > MAX_NAME:
-            raise CaseError(f"{path}: agents.{name!r}: {_name_rule('agent name')}")
+            raise CaseError(f"{path}: agents.{name!r}: {_name_rule('an agent name')}")
 
 
 def _name_rule(what: str) -> str:
@@ -475,7 +475,7 @@ def _check_names(path: Path, case: Case, raw: dict[str, Any]) -> None:
     if isinstance(case.mesh, FileMesh):
         for name in case.mesh.boundaries:
             if not SAFE_NAME.match(name) or len(name) > MAX_NAME:
-                raise CaseError(f"{path}: mesh.boundaries.{name!r}: {_name_rule('boundary name')}")
+                raise CaseError(f"{path}: mesh.boundaries.{name!r}: {_name_rule('a boundary name')}")
     present = region_names(case)
     for name in raw.get("tissue", {}):
         if name not in present:

@@ -192,6 +192,10 @@ def _run_in(args: argparse.Namespace, comm: MPI.Comm, case, folder: Path, stoppi
         elif foreign:
             shown = ", ".join(foreign[:5]) + (f" and {len(foreign) - 5} more" if len(foreign) > 5 else "")
             problem = f"{folder} holds files isolimb did not write ({shown}); not replacing it: move them away first"
+        elif source.resolve().parent == folder.resolve():
+            problem = (
+                f"{source}: the case file is inside the results folder that --force would clear; copy it out first"
+            )
         else:  # replace the old result whole: no stale fields or figures left beside the new ones
             lock.clear_results(folder)
     refuse_if(comm, problem)
