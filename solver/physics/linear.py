@@ -99,7 +99,8 @@ class LinearSystem:
         form = self.L[rhs]
         if form is not None:
             fem_petsc.assemble_vector(self.b, form)
-        fem_petsc.apply_lifting(self.b, [self.a], bcs=[self.bcs])
+        if self.bcs:
+            fem_petsc.apply_lifting(self.b, [self.a], bcs=[self.bcs])
         self.b.ghostUpdate(addv=PETSc.InsertMode.ADD, mode=PETSc.ScatterMode.REVERSE)
         if nodal is not None:
             self.b.array_w[:] += nodal

@@ -42,6 +42,44 @@ from solver.physics.transport import (
 )
 
 
+class MidpointFields:
+    """Coefficients at cell midpoints as DG0 Functions (by name), where the one-point rule evaluates them: a
+    P1 field's midpoint value is the mean of its cell's vertex values (numpy); expressions are interpolated."""
+
+    def __init__(self, V: fem.FunctionSpace) -> None:
+        self.V0 = fem.functionspace(V.mesh, ("DG", 0))
+        self.vertex_dofs = V.dofmap.list  # (local cells, 4): the P1 dofs of each cell, ghost cells included
+        self.cell_dof = self.V0.dofmap.list[:, 0]
+        self.functions: dict[str, fem.Function] = {}
+
+    def __getitem__(self, name: str) -> fem.Function:
+        if name not in self.functions:
+            self.functions[name] = fem.Function(self.V0, name=name)
+        return self.functions[name]
+
+    def expression(self, expr: ufl.core.expr.Expr):
+        """A function returning the midpoint values of ``expr`` per cell (compiled once)."""
+        f = fem.Function(self.V0)
+        compiled = fem.Expression(expr, self.V0.element.interpolation_points)
+
+        def values() -> np.ndarray:
+            f.interpolate(compiled)
+            return f.x.array[self.cell_dof]
+
+        return values
+
+    def mean(self, nodal_values: np.ndarray) -> np.ndarray:
+        """Midpoint values per cell of a P1 field given by its nodal values."""
+        return nodal_values[self.vertex_dofs].mean(axis=1)
+
+    def values(self, name: str) -> np.ndarray:
+        return self[name].x.array[self.cell_dof]
+
+    def update(self, name: str, per_cell: np.ndarray) -> np.ndarray:
+        self[name].x.array[self.cell_dof] = per_cell
+        return per_cell
+
+
 class LumpedTransport(TransportProblem):
     """One agent's tissue drug problem at P1 with lumped zero-order terms, solved as one scalar system in C.
 
@@ -84,28 +122,33 @@ class LumpedTransport(TransportProblem):
         k = kinetics
         lymph_out = ufl.max_value(lymph, 0.0)  # drug leaves with lymph; no backflow from lymphatics
         outflow = ufl.max_value(ufl.dot(velocity, ufl.FacetNormal(mesh)), 0.0)
+        # Diffusion, advection and SUPG are integrated with the one-point (midpoint) rule, exact at P1: their
+        # coefficients are DG0 fields of midpoint values, updated by numpy (few coefficients to pack).
+        self.cells = MidpointFields(V)
+        cf = self.cells
+        self._phi = cf.expression(phi)
+        cf.update("phi", self._phi())
         a = (
-            phi * k.D * ufl.inner(ufl.grad(C), ufl.grad(v)) * dx
+            cf["D_eff"] * ufl.inner(ufl.grad(C), ufl.grad(v)) * dx
             - C * ufl.inner(velocity, ufl.grad(v)) * dx
             + outflow * C * v * ds_all
         )
         old = None if sources is None else sources[0] * v * dm
         unit = None
+        self.stabilisation = stabilisation
         if stabilisation:
-            h = ufl.CellDiameter(mesh)
-            speed = ufl.sqrt(ufl.inner(velocity, velocity) + 1e-40)
-            D_eff = phi * k.D
-            tau = ((2 * phi / dt) ** 2 + (2 * speed / h) ** 2 + 9 * (4 * D_eff / h**2) ** 2) ** -0.5
-            tau = ufl.conditional(ufl.gt(speed * h / (2 * D_eff), 1.0), tau, 0.0)
-            streamline = tau * ufl.inner(velocity, ufl.grad(v))
-            loss = lymph_out + phi * k.k_h + k.k_up + b_ex
-            residual = phi * C / dt + ufl.inner(velocity, ufl.grad(C)) + ufl.div(velocity) * C + loss * C
+            cf.update("h", cf.expression(ufl.CellDiameter(mesh))())
+            self._speed = cf.expression(ufl.sqrt(ufl.inner(velocity, velocity)))
+            self._exchange_loss = cf.expression(lymph_out + b_ex)  # per volume (1/s)
+            self._uptake_source = cf.expression(a_ex)
+            streamline = cf["tau"] * ufl.inner(velocity, ufl.grad(v))
+            residual = cf["phi"] * C / dt + ufl.inner(velocity, ufl.grad(C)) + ufl.div(velocity) * C + cf["loss"] * C
             a += residual * streamline * dx
-            supg_old = (phi * self.C_old / dt + k.k_up * self.C_c_old / k.kappa) * streamline * dx
+            supg_old = (cf["phi"] * self.C_old / dt + cf["k_up_over_kappa"] * self.C_c_old) * streamline * dx
             if sources is not None:
                 supg_old += sources[0] * streamline * dx
             old = supg_old if old is None else old + supg_old
-            unit = a_ex * streamline * dx
+            unit = cf["a"] * streamline * dx
         self.scale = equation_scale(mesh, dt)
         s = fem.Constant(mesh, self.scale)
         old_s, unit_s = (None if f is None else s * f for f in (old, unit))
@@ -121,15 +164,39 @@ class LumpedTransport(TransportProblem):
             {"a": a_ex * v * dm, "b": b_ex * v * dm, "lymph": lymph_out * v * dm, "outflow": outflow * v * ds_all}
         )
         self.sources = None if sources is None else NodalWeights({"C_c": sources[1] * v * dm, "A": sources[2] * v * dm})
-        self._rates = {"k_h": nodal(k.k_h, V), "k_alk": nodal(k.k_alk, V), "k_up": nodal(k.k_up, V)}
+        self._rates = {name: nodal(getattr(k, name), V) for name in ("k_h", "k_alk", "k_up", "D")}
+        self._exchange_cells()
         self.prepare(exchange_changed=False)  # just assembled
+
+    def _exchange_cells(self) -> None:
+        """Midpoint values that follow pressure, perfusion and permeability (SUPG only)."""
+        if self.stabilisation:
+            for name, expression in (("speed", self._speed), ("exchange_loss", self._exchange_loss),
+                                     ("a", self._uptake_source)):  # fmt: skip
+                self.cells.update(name, expression())
+
+    def _step_cells(self, dt: float) -> None:
+        """Midpoint values that follow T and dt: D_eff = phi D, and the SUPG loss, k_up/kappa and tau."""
+        cf = self.cells
+        phi = cf.values("phi")
+        D_eff = cf.update("D_eff", phi * cf.mean(self._rates["D"]()))
+        if not self.stabilisation:
+            return
+        k_up = cf.mean(self._rates["k_up"]())
+        cf.update("k_up_over_kappa", k_up / self.kappa)
+        cf.update("loss", cf.values("exchange_loss") + phi * cf.mean(self._rates["k_h"]()) + k_up)
+        h, speed = cf.values("h"), cf.values("speed")
+        tau = ((2 * phi / dt) ** 2 + (2 * speed / h) ** 2 + 9 * (4 * D_eff / h**2) ** 2) ** -0.5
+        cf.update("tau", np.where(speed * h > 2 * D_eff, tau, 0.0))  # only where the cell Peclet number > 1
 
     # --------------------------------------------------------------------------------------- stepping
     def prepare(self, exchange_changed: bool = True) -> None:
         if exchange_changed:
             self.exchange.assemble()
+            self._exchange_cells()
         w, x = self.weights, self.exchange
         dt = float(self.dt.value)
+        self._step_cells(dt)
         self.k_h, self.k_alk = self._rates["k_h"]().copy(), self._rates["k_alk"]().copy()
         self.beta = self._rates["k_up"]() * w["one"]
         alpha = w["phi_c"] * (1.0 / dt + self.k_h + self.k_alk) + self.beta / self.kappa
