@@ -472,6 +472,7 @@ def run_case(
         say(f"isolimb: {stopped}")
         say(f"  continue with: isolimb run <case> --resume {folder}  (on any number of ranks)")
         log.close()
+        model.destroy()
         raise
     finally:
         log.stop()
@@ -497,6 +498,7 @@ def run_case(
             paraview.write_script(folder)
         for stale in (checkpoint.NAME, f".{checkpoint.NAME}.old"):  # a finished run has nothing to resume
             shutil.rmtree(folder / stale, ignore_errors=True)
+    model.destroy()  # PETSc solvers, matrices and their options: nothing leaks into a next run in this process
     comm.barrier()  # every rank returns with every file in place
     s = result.summary
     headline = f"balance error {s['drug_balance_relative_error']:.1e}, leak {100 * s['systemic_leak_fraction']:.2f} %"

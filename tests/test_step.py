@@ -150,3 +150,31 @@ def test_schedule_of_the_default_case():
     k37 = math.log(2) / melphalan.half_life
     k = s.perfusate_hydrolysis(melphalan.half_life, melphalan.Ea, 35 * minute)
     assert k / k37 == pytest.approx(math.exp(melphalan.Ea / 8.314462618 * (1 / 310.15 - 1 / 312.65)), rel=1e-9)
+
+
+def test_petsc_options_of_a_case_do_not_leak_into_the_next_model(comm):
+    """A case's PETSc options configure its own solvers and leave PETSc's database: a second model built in
+    the same process with the same prefixes gets the defaults again (also for an option the defaults do not
+    name, which a later model would otherwise inherit)."""
+    from petsc4py import PETSc
+
+    case = parse_case(CASES / "student-small")
+    tuned = case.model_copy(
+        update={
+            "numerics": case.numerics.model_copy(
+                update={"petsc": {"heat": {"ksp_type": "gmres", "ksp_initial_guess_nonzero": True}}}
+            )
+        }
+    )
+    tm = meshing.generate(case, comm)
+    first = CoupledModel(tuned, tm)
+    first.start()
+    first.advance(0.0, 60.0)
+    assert first.heat.system.ksp.getType() == "gmres" and first.heat.system.ksp.getInitialGuessNonzero()
+    first.destroy()
+    assert not any(name.startswith("heat_") for name in PETSc.Options().getAll())
+    second = CoupledModel(case, tm)
+    second.start()
+    second.advance(0.0, 60.0)
+    assert second.heat.system.ksp.getType() == "cg" and not second.heat.system.ksp.getInitialGuessNonzero()
+    second.destroy()
