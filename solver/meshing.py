@@ -175,6 +175,7 @@ def check_geometry(case: Case) -> None:
             nodule_centres(spec, geo)
         return
     if isinstance(spec, FileMesh):
+        check_file_mesh(spec)
         return
     if isinstance(spec, SphereMesh):
         if spec.outer_radius is not None and spec.outer_radius <= spec.radius:
@@ -191,6 +192,63 @@ def check_geometry(case: Case) -> None:
             f"mesh.cell_size = {spec.cell_size:g} m (size_factor {spec.size_factor:g}): about {cells:.2g} cells,"
             f" expected at most {MAX_CELLS:.0e}; use a larger cell_size"
         )
+
+
+def check_file_mesh(spec: FileMesh) -> None:
+    """The mesh file opens, has tetrahedra, and holds every region and boundary id the case names (one rank)."""
+    path = Path(spec.path)
+    try:
+        regions, boundaries, tets = _file_ids(path)
+    except MeshError:
+        raise
+    except Exception as err:  # gmsh and meshio raise plain exceptions for bad files
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise MeshError(f"mesh.path = {str(path)!r}: cannot read the mesh ({text[:200]})") from None
+    if tets == 0:
+        raise MeshError(f"mesh.path = {str(path)!r}: the file holds no tetrahedra")
+    for kind, mapping, present in (("region", spec.regions, regions), ("boundary", spec.boundaries, boundaries)):
+        for name, file_id in mapping.items():
+            if file_id not in present:
+                key = "regions" if kind == "region" else "boundaries"
+                raise MeshError(
+                    f"mesh.{key}.{name} = {file_id}: {kind} {name!r} has id {file_id}, which the file does not contain"
+                    f" ({kind} ids in {path.name}: {sorted(present)})"
+                )
+
+
+def _file_ids(path: Path) -> tuple[set[int], set[int], int]:
+    """(region ids of tetrahedra, boundary ids of triangles, number of tetrahedra) of a mesh file."""
+    if path.suffix == ".msh":  # read as dolfinx will, through gmsh: physical groups
+        import gmsh
+
+        started = not gmsh.isInitialized()
+        if started:
+            gmsh.initialize(interruptible=False)
+        gmsh.option.setNumber("General.Terminal", 0)
+        gmsh.model.add("isolimb-check")
+        try:
+            gmsh.merge(str(path))
+            groups = gmsh.model.getPhysicalGroups()
+            tets = int(gmsh.model.mesh.getElementsByType(4)[0].size)
+        finally:
+            gmsh.model.remove()
+            if started:
+                gmsh.finalize()
+        return {t for d, t in groups if d == 3}, {t for d, t in groups if d == 2}, tets
+    import meshio
+
+    m = meshio.read(path)
+    names = [k for k in m.cell_data if k not in ("gmsh:geometrical",)]
+    if not names:
+        raise MeshError(f"mesh.path = {str(path)!r}: no cell data with region ids")
+    key = "gmsh:physical" if "gmsh:physical" in names else names[0]
+    ids: dict[str, set[int]] = {"tetra": set(), "triangle": set()}
+    tets = 0
+    for block, data in zip(m.cells, m.cell_data[key], strict=False):
+        if block.type in ids:
+            ids[block.type].update(np.unique(np.asarray(data, dtype=int)).tolist())
+            tets += len(block.data) if block.type == "tetra" else 0
+    return ids["tetra"], ids["triangle"], tets
 
 
 def _fragment_and_tag(gmsh, pieces: list[tuple[str, list[tuple[int, int]]]]) -> dict[str, list[int]]:

@@ -166,6 +166,58 @@ def test_bad_input_is_one_line_before_any_mesh(what, text, fragment, shared_tmp,
     assert not out.exists()
 
 
+FILE_CASE = (
+    'title = "x"\n[mesh]\ngenerator = "file"\npath = "box.msh"\nregions = { muscle = 7, tumour = 8 }\n'
+    "boundaries = { distal = 21 }\n[numerics]\ndt = '1 s'\n"
+)
+
+
+@pytest.mark.parametrize(
+    "how, fragment",
+    [
+        ("truncated", "mesh.path = '.*box.msh': cannot read the mesh \\(Could not read"),
+        ("empty", "cannot read the mesh"),
+        ("garbage", "cannot read the mesh"),
+        ("boundary id missing", "mesh.boundaries.distal = 22: boundary 'distal' has id 22, which the file does not"),
+        ("region id missing", "mesh.regions.tumour = 9: region 'tumour' has id 9"),
+        ("no cell data", "no cell data with region ids"),
+    ],
+)
+def test_file_meshes_are_opened_and_their_ids_checked(how, fragment, shared_tmp, capsys, comm):
+    from .test_meshes import _box_msh
+
+    text = FILE_CASE
+    if comm.rank == 0:
+        path = shared_tmp / "box.msh"
+        _box_msh(path)
+        data = path.read_bytes()
+        if how == "truncated":
+            path.write_bytes(data[: len(data) // 2])
+        elif how == "empty":
+            path.write_bytes(b"")
+        elif how == "garbage":
+            path.write_bytes(bytes(range(256)) * 8)
+        elif how == "no cell data":
+            import meshio
+
+            m = meshio.read(path)
+            meshio.write(shared_tmp / "box.vtu", meshio.Mesh(m.points, [b for b in m.cells if b.type == "tetra"]))
+    comm.barrier()
+    if how == "boundary id missing":
+        text = text.replace("distal = 21", "distal = 22")
+    elif how == "region id missing":
+        text = text.replace("tumour = 8", "tumour = 9")
+    elif how == "no cell data":
+        text = text.replace("box.msh", "box.vtu").replace("{ distal = 21 }", "{}")
+    folder = write_case(shared_tmp, text)
+    with pytest.raises(CaseError, match=fragment):
+        parse_case(folder)
+    assert main(["check", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    if comm.rank == 0:
+        assert err.count("\n") == 0 and err.startswith("isolimb: error:")
+
+
 @pytest.mark.parametrize("name", sorted(p.parent.name for p in CASES.glob("*/case.toml")))
 def test_every_case_still_valid(name):
     parse_case(CASES / name)
@@ -540,11 +592,11 @@ def _mutate(tree: dict, rng: random.Random) -> dict:
         key = path[-1]
         action = rng.random()
         if action < 0.6:
-            parent[key] = rng.choice(VALUES)  # type: ignore[index]
+            parent[key] = copy.deepcopy(rng.choice(VALUES))  # type: ignore[index]
         elif action < 0.8 and isinstance(parent, dict):
             del parent[key]
         elif isinstance(parent, dict):
-            parent[rng.choice(KEYS)] = rng.choice(VALUES)
+            parent[rng.choice(KEYS)] = copy.deepcopy(rng.choice(VALUES))
         elif isinstance(parent, list):
             parent.reverse()
     return tree

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from solver import meshing
-from solver.case import parse_case
+from solver.case import CaseError, parse_case
 from solver.parameters import BOUNDARIES
 
 from .conftest import CASES, ROOT, write_case
@@ -234,12 +234,11 @@ def test_import_missing_region_is_an_error(comm, shared_tmp):
     if comm.rank == 0:
         _box_msh(shared_tmp / "box.msh")
     comm.barrier()
-    case = parse_case(
-        write_case(
-            shared_tmp,
-            'title = "x"\n[mesh]\ngenerator = "file"\npath = "box.msh"\nregions = { muscle = 7, bone = 99 }\n'
-            "[numerics]\ndt = '1 s'\n",
-        )
-    )
-    with pytest.raises(meshing.MeshError, match="'bone' has id 99"):
-        meshing.generate(case, comm)
+    text = 'title = "x"\n[mesh]\ngenerator = "file"\npath = "box.msh"\nregions = { muscle = 7, bone = 99 }\n'
+    text += "[numerics]\ndt = '1 s'\n"
+    with pytest.raises(CaseError, match="mesh.regions.bone = 99: region 'bone' has id 99"):  # before any mesh
+        parse_case(write_case(shared_tmp, text))
+    case = parse_case(write_case(shared_tmp, text.replace(", bone = 99", "")))
+    bad = case.model_copy(update={"mesh": case.mesh.model_copy(update={"regions": {"muscle": 7, "bone": 99}})})
+    with pytest.raises(meshing.MeshError, match="'bone' has id 99"):  # the importer's own guard
+        meshing.generate(bad, comm)
