@@ -133,9 +133,12 @@ def owned(comm: MPI.Comm, folder: Path, command: str, create: bool = True) -> It
         except lock.LockError as err:
             problem = str(err)
     refuse_if(comm, problem)
+    beat = lock.Heartbeat(folder) if held else None
     try:
         yield
     finally:
+        if beat is not None:
+            beat.stop()
         if comm.rank == 0 and held:
             lock.release(folder)
 

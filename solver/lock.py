@@ -4,7 +4,8 @@
 folder (``run``, ``--resume``, ``--continue``, ``report``) and removed when it ends. It holds the owner's pid, host
 and start time. A lock whose pid is dead on this host is stale and taken over (renamed away first, so two
 commands cannot both take it over); a lock from another host cannot be checked from here and is respected until
-someone removes it. Readers (``compare``, ``probe``) refuse a folder whose lock is held.
+it has not been touched for :data:`STALE_AFTER` seconds (a held lock is touched every :data:`HEARTBEAT`
+seconds). Readers (``compare``, ``probe``) refuse a folder whose lock is held.
 
 ``--force`` and ``--continue`` delete only what isolimb writes into a results folder (:data:`ISOLIMB_FILES`, fixed
 names and patterns) and refuse a folder that holds anything else.
@@ -24,6 +25,8 @@ import time
 from pathlib import Path
 
 LOCK_NAME = ".isolimb.lock"
+HEARTBEAT = 60.0  # s between touches of a held lock
+STALE_AFTER = 900.0  # s: a lock from another host not touched for this long belongs to a dead run
 
 # Top-level names isolimb writes into a results folder (run, resume, report, checkpoints, atomic writes).
 ISOLIMB_FILES = (
@@ -88,8 +91,12 @@ def _pid_alive(pid: int) -> bool:
 
 def read_owner(folder: Path) -> dict | None:
     """The lock's content (pid, host, started, command), None without a lock; {} when unreadable."""
+    return read_owner_at(folder / LOCK_NAME)
+
+
+def read_owner_at(path: Path) -> dict | None:
     try:
-        text = (folder / LOCK_NAME).read_text()
+        text = path.read_text()
     except FileNotFoundError:
         return None
     except OSError:
@@ -101,26 +108,38 @@ def read_owner(folder: Path) -> dict | None:
     return owner if isinstance(owner, dict) else {}
 
 
-def is_stale(owner: dict) -> bool:
-    """A lock whose process is dead on this host."""
+def _age(folder: Path) -> float:
+    """Seconds since the lock was last touched by its owner's heartbeat (0 when it cannot be told)."""
+    try:
+        return max(0.0, time.time() - (folder / LOCK_NAME).stat().st_mtime)
+    except OSError:
+        return 0.0
+
+
+def is_stale(owner: dict, folder: Path) -> bool:
+    """A lock whose process is dead on this host, or whose owner on another host (a node that failed, a job
+    killed past its wall time) has not touched it for :data:`STALE_AFTER` seconds."""
     pid, host = owner.get("pid"), owner.get("host")
-    return isinstance(pid, int) and host == socket.gethostname() and not _pid_alive(pid)
+    if host == socket.gethostname():
+        return isinstance(pid, int) and not _pid_alive(pid)
+    return _age(folder) > STALE_AFTER
 
 
 def describe(owner: dict) -> str:
     if not owner:
         return "an unreadable lock"
+    job = f", SLURM job {owner['slurm_job']}" if owner.get("slurm_job") else ""
     started = owner.get("started")
     since = (
         time.strftime(" since %Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, int | float) else ""
     )
-    return f"{owner.get('command', 'isolimb')} (pid {owner.get('pid')} on {owner.get('host')}{since})"
+    return f"{owner.get('command', 'isolimb')} (pid {owner.get('pid')} on {owner.get('host')}{job}{since})"
 
 
 def held_by_other(folder: Path) -> str | None:
     """Why ``folder`` is in use by another live command (None when it is free or the lock is stale)."""
     owner = read_owner(folder)
-    if owner is None or (owner and is_stale(owner)) or owner.get("pid") == os.getpid():
+    if owner is None or (owner and is_stale(owner, folder)) or owner.get("pid") == os.getpid():
         return None
     return (
         f"{folder} is in use by {describe(owner)}; wait for it to end, or remove {folder / LOCK_NAME}"
@@ -143,7 +162,15 @@ def acquire(folder: Path, command: str, create: bool = True) -> bool:
         except OSError as err:
             raise LockError(f"cannot create results folder {folder}: {err.strerror or err}") from None
     path = folder / LOCK_NAME
-    content = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time(), "command": command})
+    content = json.dumps(
+        {
+            "pid": os.getpid(),
+            "host": socket.gethostname(),
+            "started": time.time(),
+            "command": command,
+            "slurm_job": os.environ.get("SLURM_JOB_ID"),
+        }
+    )
     for _ in range(3):
         try:
             fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
@@ -151,12 +178,18 @@ def acquire(folder: Path, command: str, create: bool = True) -> bool:
             owner = read_owner(folder)
             if owner is None:  # released in between: try again
                 continue
-            if owner and is_stale(owner):
+            if owner and is_stale(owner, folder):
+                moved = folder / f"{LOCK_NAME}.stale.{os.getpid()}"
                 try:  # only one of several commands gets to move a stale lock away
-                    os.rename(path, folder / f"{LOCK_NAME}.stale.{os.getpid()}")
+                    os.rename(path, moved)
                 except FileNotFoundError:
                     continue
-                os.unlink(folder / f"{LOCK_NAME}.stale.{os.getpid()}")
+                if read_owner_at(moved) != owner:  # another command took it over first: put its lock back
+                    try:
+                        os.link(moved, path)
+                    except FileExistsError:
+                        pass
+                os.unlink(moved)
                 continue
             raise LockError(
                 f"{folder} is in use by {describe(owner)}; wait for it to end, or remove {path} if that process is gone"
@@ -180,3 +213,27 @@ def release(folder: Path) -> None:
             (folder / LOCK_NAME).unlink()
         except FileNotFoundError:
             pass
+
+
+class Heartbeat:
+    """Touches a held lock every :data:`HEARTBEAT` seconds from a daemon thread, so that a lock whose owner died on
+    another host can be told from a live one (:func:`is_stale`)."""
+
+    def __init__(self, folder: Path, interval: float = HEARTBEAT) -> None:
+        import threading
+
+        self.path, self.interval = folder / LOCK_NAME, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, name="isolimb-lock-heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                os.utime(self.path)
+            except OSError:  # removed by hand, or the file system went away: nothing to do from here
+                pass
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)

@@ -318,9 +318,20 @@ def test_the_lock_is_exclusive_and_stale_locks_are_taken_over(tmp_path, sleeper)
     with pytest.raises(lock.LockError, match=f"in use by test \\(pid {sleeper} on "):
         lock.acquire(folder, "test")
     assert lock.held_by_other(folder) is not None
-    _lock_with(folder, sleeper, host="another-node")  # cannot be checked from here: respected
+    _lock_with(folder, sleeper, host="another-node")  # cannot be checked from here: respected while touched
     with pytest.raises(lock.LockError, match="another-node"):
         lock.acquire(folder, "test")
+    old = time.time() - lock.STALE_AFTER - 10  # untouched for longer than the heartbeat keeps it: a dead node
+    os.utime(folder / lock.LOCK_NAME, (old, old))
+    assert lock.held_by_other(folder) is None
+    assert lock.acquire(folder, "test")
+    beat = lock.Heartbeat(folder, interval=0.05)  # a held lock is touched
+    os.utime(folder / lock.LOCK_NAME, (old, old))
+    time.sleep(0.3)
+    beat.stop()
+    assert time.time() - (folder / lock.LOCK_NAME).stat().st_mtime < 5
+    lock.release(folder)
+    _lock_with(folder, sleeper, host="another-node")
     dead = subprocess.Popen(["true"])
     dead.wait()
     _lock_with(folder, dead.pid)  # a dead pid on this host: stale, taken over
