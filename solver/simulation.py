@@ -19,17 +19,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from dolfinx import fem
 from mpi4py import MPI
 
 from solver import checkpoint, meshing, paraview, provenance
 from solver.case import Case
 from solver.checkpoint import NodalSpace, RunStopped, StopFlag
 from solver.coupling import Agent, CoupledModel, ModelState
-from solver.output import FieldOutput, SeriesTable, array_name, clinical, write_json
+from solver.output import clinical, write_json
 from solver.physics.heat import cem43_increment
-from solver.physics.linear import SolveError, scalar
+from solver.physics.linear import SolveError
 from solver.progress import RunLog
+from solver.recorders import FieldRecorder, ProgressRecorder, Recorder, SeriesRecorder
 
 MAX_CUTS = 5
 __all__ = ["MAX_CUTS", "RunResult", "Simulation", "Stopping", "cem43_increment", "run_case"]
@@ -66,26 +66,21 @@ class Simulation:
         self.model, self.folder = model, folder
         self.log = log if log is not None else RunLog(model.comm, quiet=True)
         self.comm = model.comm
-        case = model.case
         self.schedule = model.schedule
         self.end = self.schedule.end
         self.stopping = stopping or Stopping()
         self.restart = restart
         self.restart_state = checkpoint.read_state(restart) if restart is not None else None
         resume_at = self.restart_state["time"] if self.restart_state else None
-        self.table = SeriesTable(self.comm, folder / "timeseries.csv") if folder else None
-        self.writer = None
-        self.outputs = self._output_sources()
-        if folder is not None and self.outputs:
-            formats = tuple(case.output.formats)
-            self.writer = FieldOutput(folder, self.outputs, model.tm.cell_tags, formats, resume_at=resume_at)
+        self.recorders: list[Recorder] = [ProgressRecorder(self.log, model)]
+        if folder is not None:
+            self.recorders += [
+                SeriesRecorder(self.comm, folder / "timeseries.csv"),
+                FieldRecorder(model, folder, resume_at),
+            ]
         self.region_dofs = self._region_dofs()
-        self.dx = model.dx
-        self._mean_forms: dict[tuple[str, str], fem.Form] = {}
-        self._T_total: fem.Form | None = None
         self.pressure_history: list[tuple[float, float]] = []
         self.rows: list[dict[str, float]] = []
-        self.output_seconds = 0.0
         self.earlier_wall_seconds = 0.0  # of the runs before a restart
         self.earlier_phase_seconds: dict[str, float] = {}
         self.t, self.steps, self.doses_done = 0.0, 0, set[int]()
@@ -94,41 +89,9 @@ class Simulation:
         self._spaces: dict[str, NodalSpace] = {}
 
     # --------------------------------------------------------------------------------------- outputs
-    def _output_sources(self) -> dict[str, tuple[str, fem.Function]]:
-        """Output array name -> (presentation key, function in SI units) for the case's output fields."""
-        m = self.model
-        wanted = set(m.case.output.fields)
-        out: dict[str, tuple[str, fem.Function]] = {
-            array_name(k): (k, f) for k, f in (("p", m.pressure.p), ("u", m.pressure.u), ("T", m.T)) if k in wanted
-        }
-        if "CEM43" in wanted:
-            out[array_name("CEM43")] = ("CEM43", fem.Function(m.V))
-        for a in m.agents:
-            for key in ("C", "C_c", "A", "AUC"):
-                if key in wanted:
-                    out[array_name(key, a.name)] = (key, fem.Function(m.V))
-        return out
-
-    def _refresh_outputs(self) -> None:
-        o = self.outputs
-        if array_name("CEM43") in o:
-            o[array_name("CEM43")][1].x.array[:] = self.model.cem43
-        for a in self.model.agents:
-            for key, values in (("C", a.field(0)), ("C_c", a.field(1)), ("A", a.field(2)), ("AUC", a.auc_free)):
-                if array_name(key, a.name) in o:
-                    o[array_name(key, a.name)][1].x.array[:] = values
-
     def _region_dofs(self) -> dict[str, np.ndarray]:
         dofmap = self.model.V.dofmap
         return {r: np.unique(dofmap.list[cells].ravel()) for r, cells in self.model.mat.cells.items()}
-
-    def region_mean(self, region: str, expr, name: str) -> float:
-        """Volume mean of ``expr`` over a region; the form is compiled once per (region, name)."""
-        vol = self.model.volumes[region]
-        key = (region, name)
-        if key not in self._mean_forms:
-            self._mean_forms[key] = fem.form(expr * self.dx(self.model.tm.regions[region]))
-        return scalar(self.comm, self._mean_forms[key]) / vol
 
     def region_max(self, region: str, values: np.ndarray) -> float:
         dofs = self.region_dofs[region]
@@ -182,7 +145,7 @@ class Simulation:
     @property
     def phase_seconds(self) -> dict[str, float]:
         """Wall time per equation and for output (s), this run's segment and those before a restart."""
-        own = {**self.model.seconds, "output": self.output_seconds}
+        own = {**self.model.seconds, "output": sum(r.seconds for r in self.recorders)}
         return {k: self.earlier_phase_seconds.get(k, 0.0) + v for k, v in own.items()}
 
     def _segments(self) -> list[dict]:
@@ -190,10 +153,8 @@ class Simulation:
         return [*self.segments, {"ranks": self.comm.size, "from_min": start / 60.0, "to_min": self.t / 60.0}]
 
     def _close_outputs(self) -> None:
-        if self.writer:
-            self.writer.close()
-        if self.table:
-            self.table.close()
+        for recorder in self.recorders:
+            recorder.close()
 
     # ------------------------------------------------------------------------------------ checkpoints
     def _next_checkpoint(self, t: float) -> float:
@@ -266,8 +227,8 @@ class Simulation:
         self.earlier_wall_seconds = state["wall_seconds"]
         for name, system in m.linear_systems().items():
             system.iterations[:] = state["iterations"].get(name, [])
-        if self.table:
-            self.table.restart(self.rows)
+        for recorder in self.recorders:
+            recorder.restart(self.rows)
         self.log.say(f"  resumed at t = {self.t / 60:.1f} min (step {self.steps}) from {self.restart}")
 
     def iterations(self) -> dict[str, dict[str, float]]:
@@ -336,22 +297,9 @@ class Simulation:
                 row[f"{a.name}_total_{region}_mean_mg_per_L"] = float(total) / m.volumes[region] * 1e3
             row[f"{a.name}_balance_relative_error"] = b["relative_error"]
         self.rows.append(row)
-        if self.table:
-            self.table.append(row)
-        if self.writer and (t == 0.0 or self._is_output_time(t)):
-            start = time.perf_counter()
-            self._refresh_outputs()
-            self.writer.write(t)
-            self.output_seconds += time.perf_counter() - start
-        extra = ""
-        if m.agents:
-            a = m.agents[0]
-            extra = f"perfusate {a.name} {row[f'{a.name}_perfusate_mg_per_L']:.3g} mg/L"
-        if "tumour" in m.tm.regions:
-            extra += f"  tumour {row['T_tumour_mean_degC']:.1f} degC"
-        self.log.advance(t, extra)
-        if self._is_output_time(t):
-            self.log.say(f"  t = {t / 60:6.1f} min  {extra}")
+        output_time = self._is_output_time(t)
+        for recorder in self.recorders:
+            recorder.record(t, row, output_time)
 
     def _is_output_time(self, t: float) -> bool:
         interval = self.model.case.output.interval
@@ -382,23 +330,19 @@ class Simulation:
             (v["drug_balance_relative_error"] for v in s["agents"].values()), default=0.0
         )
         s["systemic_leak_fraction"] = s["agents"][primary.name]["systemic_leak_fraction"] if primary else 0.0
-        auc_f = fem.Function(m.V)
-        auc_c = fem.Function(m.V)
-        if primary is not None:
-            auc_f.x.array[:] = primary.auc_free
-            auc_c.x.array[:] = primary.auc_cell
         for region, vol in m.volumes.items():
+            (p_total,) = m.integrals((region, "one", m.pressure.p.x.array))
             entry = {
                 "volume_m3": vol,
-                "pressure_mean_Pa": self.region_mean(region, m.pressure.p, "p"),
+                "pressure_mean_Pa": p_total / vol,
                 "temperature_max_degC": self.region_max(region, m.T.x.array) - 273.15,
-                "cem43_max_min": self.region_max(region, self.model.cem43),
+                "cem43_max_min": self.region_max(region, m.cem43),
             }
             if primary is not None:
-                A = primary.transport.field_function(2)
-                entry["auc_free_mean"] = self.region_mean(region, auc_f, "auc_free")
-                entry["auc_cell_mean"] = self.region_mean(region, auc_c, "auc_cell")
-                entry["adducts_mean"] = self.region_mean(region, A, "adducts")
+                nodal = (primary.auc_free, primary.auc_cell, primary.transport.fields()[2])
+                totals = m.integrals(*((region, "one", values) for values in nodal))
+                for key, total in zip(("auc_free_mean", "auc_cell_mean", "adducts_mean"), totals, strict=True):
+                    entry[key] = total / vol
                 entry["peak_free_max"] = self.region_max(region, primary.peak_free)
             s["regions"][region] = entry
         if m.metabolism is not None:
