@@ -94,10 +94,25 @@ def _resume_problem(folder: Path, case) -> str | None:
         state = checkpoint.read_state(path)
     except (OSError, ValueError, checkpoint.CheckpointError) as err:
         return f"--resume {folder}: unreadable checkpoint: {err}"
+    damaged = _damaged_arrays(path)
+    if damaged:
+        return f"--resume {folder}: unreadable checkpoint: {damaged}"
     differs = _first_difference(state["case"], json.loads(case.model_dump_json()), ("output", "folder"))
     if differs is not None:
         key, was, now = differs
         return f"--resume {folder}: the case differs from the one checkpointed at {key} (was {was!r}, now {now!r})"
+    return None
+
+
+def _damaged_arrays(path: Path) -> str | None:
+    """The first array of a checkpoint that is missing, truncated or damaged (None when all open whole)."""
+    for name in ("keys.npy", "x.npy", *sorted(p.name for p in path.glob("*.npy"))):
+        try:  # a memory map checks the header and that the file holds every value it announces
+            np.load(path / name, mmap_mode="r")
+        except FileNotFoundError:
+            return f"{path / name}: missing"
+        except (OSError, ValueError, EOFError) as err:
+            return f"{path / name}: truncated or damaged ({' '.join(str(err).split())})"
     return None
 
 

@@ -510,6 +510,23 @@ def test_probe_refuses_a_truncated_field_file_and_a_time_outside_the_run(finishe
         assert "fields.vtkhdf: cannot read it (truncated or damaged" in err and err.count("\n") == 0
 
 
+def test_resume_refuses_a_truncated_checkpoint_array(shared_tmp, capsys, comm):
+    out = shared_tmp / "stopped"
+    case = str(CASES / "student-small")
+    assert main(["run", case, "-o", str(out), "-q", "--stop-at", "2 min"]) == 75
+    if comm.rank == 0:
+        assert not (out / lock.LOCK_NAME).exists()  # released on a stop too
+        target = next(p for p in sorted((out / "checkpoint").glob("*.npy")) if p.name not in ("keys.npy", "x.npy"))
+        _damage(target, "truncated")
+    comm.barrier()
+    capsys.readouterr()
+    assert main(["run", case, "--resume", str(out), "-q"]) == 2
+    err = capsys.readouterr().err.strip()
+    if comm.rank == 0:
+        assert err.count("\n") == 0 and "unreadable checkpoint" in err and "truncated or damaged" in err, err
+        assert not (out / lock.LOCK_NAME).exists()
+
+
 def test_compare_needs_two_folders(finished, capsys, comm):
     assert main(["compare", str(finished)]) == 2
     err = capsys.readouterr().err.strip()
