@@ -214,6 +214,12 @@ def check_file_mesh(spec: FileMesh) -> None:
                     f"mesh.{key}.{name} = {file_id}: {kind} {name!r} has id {file_id}, which the file does not contain"
                     f" ({kind} ids in {path.name}: {sorted(present)})"
                 )
+    unnamed = sorted(regions - set(spec.regions.values()))
+    if unnamed:  # their cells would carry no region tag: every cell must belong to a named region
+        raise MeshError(
+            f"mesh.regions = {dict(spec.regions)}: {path.name} has tetrahedra with region ids {unnamed} that no region"
+            " names; name every region id of the file"
+        )
 
 
 def _file_ids(path: Path) -> tuple[set[int], set[int], int]:
@@ -528,8 +534,9 @@ def _run_gmsh(comm: MPI.Comm, case: Case, build) -> TaggedMesh:
             gmsh.model.mesh.generate(3)
         except MeshError as err:
             error = str(err)
-        except Exception as err:  # gmsh raises plain Exceptions
-            error = f"gmsh failed: {err}"
+        except Exception as err:  # gmsh raises plain Exceptions, sometimes without a message
+            text = " ".join(str(err).split()) or _gmsh_last_error(gmsh) or type(err).__name__
+            error = f"mesh (generator {case.mesh.generator!r}): gmsh could not build the shape: {text}"
     error = comm.bcast(error, root=0)
     if error:
         if comm.rank == 0:
@@ -541,6 +548,13 @@ def _run_gmsh(comm: MPI.Comm, case: Case, build) -> TaggedMesh:
         if comm.rank == 0:
             gmsh.finalize()
     return _tagged(data, case)
+
+
+def _gmsh_last_error(gmsh) -> str:
+    try:
+        return " ".join(str(gmsh.logger.getLastError()).split())
+    except Exception:  # an older gmsh without a logger
+        return ""
 
 
 def _tagged(data, case: Case) -> TaggedMesh:

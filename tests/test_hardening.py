@@ -181,6 +181,7 @@ FILE_CASE = (
         ("boundary id missing", "mesh.boundaries.distal = 22: boundary 'distal' has id 22, which the file does not"),
         ("region id missing", "mesh.regions.tumour = 9: region 'tumour' has id 9"),
         ("no cell data", "no cell data with region ids"),
+        ("region id not named", "box.msh has tetrahedra with region ids \\[8\\] that no region names"),
     ],
 )
 def test_file_meshes_are_opened_and_their_ids_checked(how, fragment, shared_tmp, capsys, comm):
@@ -207,6 +208,8 @@ def test_file_meshes_are_opened_and_their_ids_checked(how, fragment, shared_tmp,
         text = text.replace("distal = 21", "distal = 22")
     elif how == "region id missing":
         text = text.replace("tumour = 8", "tumour = 9")
+    elif how == "region id not named":
+        text = text.replace(", tumour = 8", "")
     elif how == "no cell data":
         text = text.replace("box.msh", "box.vtu").replace("{ distal = 21 }", "{}")
     folder = write_case(shared_tmp, text)
