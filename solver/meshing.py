@@ -152,6 +152,8 @@ def check_limb(spec: LimbMesh) -> None:
 MAX_LIMB_RADIUS = 0.25  # m: a limb wider than this is a unit slip
 MAX_LIMB_LENGTH = 1.5  # m
 MAX_CELLS = 2e7  # estimated tetrahedra of a benchmark mesh (cell_size): more is a unit slip
+MIN_LAYER = 5e-4  # m: thinner skin or fat cannot be meshed at the subcutis cell size
+MIN_TUMOUR_RADIUS = 1e-3  # m: smallest curvature radius of a tumour or necrotic core surface
 
 
 def check_geometry(case: Case) -> None:
@@ -170,6 +172,18 @@ def check_geometry(case: Case) -> None:
                 )
         if geo.length > MAX_LIMB_LENGTH:
             raise MeshError(f"mesh.length = {geo.length:g} m: expected a limb length up to {MAX_LIMB_LENGTH:g} m")
+        for key in ("skin_thickness", "fat_thickness"):
+            if getattr(geo, key) < MIN_LAYER:
+                raise MeshError(
+                    f"mesh.{key} = {getattr(geo, key):g} m: expected a layer at least {MIN_LAYER * 1e3:g} mm thick"
+                )
+        for name, radius in _tumour_radii(spec).items():  # the smallest curvature radius sets the cell size there
+            if radius < MIN_TUMOUR_RADIUS:
+                what = "mesh.nodules.radius" if spec.nodules and radius == spec.nodules.radius else "mesh.sarcoma"
+                raise MeshError(
+                    f"{what}: the {name} surface curves with a radius of {radius * 1e3:.3g} mm; expected at least"
+                    f" {MIN_TUMOUR_RADIUS * 1e3:g} mm (semi-axes b^2/a, times necrotic_fraction for the core)"
+                )
         check_limb(spec)
         if spec.nodules is not None:
             nodule_centres(spec, geo)

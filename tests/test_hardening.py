@@ -84,6 +84,12 @@ BAD = [
     ),
     ("bone fills the limb", edit("size_factor = 2.5", 'size_factor = 2.5\nbone_radius = "6 cm"', LEG), "no muscle"),
     ("tumour outside the limb", edit('radial_offset = "3.6 cm"', 'radial_offset = "9 cm"', LEG), "mesh.sarcoma"),
+    ("skin 1 um", edit("size_factor = 2.5", 'size_factor = 2.5\nskin_thickness = "1 um"', LEG), "skin_thickness"),
+    (
+        "necrotic core 0.01 mm",
+        edit("necrotic_fraction = 0.4", "necrotic_fraction = 1e-5", LEG),
+        "the necrosis surface curves with a radius of",
+    ),
     ("outer radius inside", edit('outer_radius = "3 cm"', 'outer_radius = "5 mm"'), "mesh.outer_radius = 0.005 m"),
     ("cell size 1 um", edit('cell_size = "3 mm"', 'cell_size = "1 um"'), "mesh.cell_size"),
     ("nan mmHg", edit('capillary_pressure = "35 mmHg"', 'capillary_pressure = "nan mmHg"'), "expected a finite"),
