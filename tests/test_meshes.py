@@ -125,13 +125,14 @@ def test_benchmark_shapes(mesh_toml, expected, boundaries, comm, shared_tmp):
 
 
 def test_sarcoma_outside_muscle_is_an_error(comm, shared_tmp):
-    case = limb_case(
-        shared_tmp / "big",
-        "arm",
-        '[mesh.sarcoma]\nsemi_axes = ["3 cm", "3 cm", "3 cm"]\nradial_offset = "2 cm"\n',
-    )
-    with pytest.raises(meshing.MeshError, match="sarcoma"):
-        meshing.generate(case, comm)
+    big = '[mesh.sarcoma]\nsemi_axes = ["3 cm", "3 cm", "3 cm"]\nradial_offset = "2 cm"\n'
+    with pytest.raises(CaseError, match="sarcoma"):  # found when the case is read, before any mesh
+        limb_case(shared_tmp / "big", "arm", big)
+    case = limb_case(shared_tmp / "small", "arm", big.replace('"3 cm", "3 cm", "3 cm"', '"1 cm", "1 cm", "1 cm"'))
+    sarcoma = case.mesh.sarcoma.model_copy(update={"semi_axes": (0.03, 0.03, 0.03)})
+    bad = case.model_copy(update={"mesh": case.mesh.model_copy(update={"sarcoma": sarcoma})})
+    with pytest.raises(meshing.MeshError, match="sarcoma"):  # the generator's own guard
+        meshing.generate(bad, comm)
 
 
 def test_written_mesh_reads_back_with_same_volumes(comm, shared_tmp):
