@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import csv
 import json
+import os
 import shutil
 import sys
 import time
@@ -54,6 +55,7 @@ def cmd_mesh(args: argparse.Namespace, comm: MPI.Comm) -> None:
     out = Path(args.output) if args.output else Path(args.case) / "mesh"
     exists = comm.rank == 0 and (out / "mesh.xdmf").exists() and not args.force
     refuse_if(comm, f"{out}/mesh.xdmf exists; pass --force to overwrite it" if exists else None)
+    refuse_if(comm, _folder_problem(out) if comm.rank == 0 else None)
     start = time.perf_counter()
     tm = meshing.generate(case, comm)
     seconds = time.perf_counter() - start
@@ -62,6 +64,19 @@ def cmd_mesh(args: argparse.Namespace, comm: MPI.Comm) -> None:
     stats["meshing_seconds"] = round(seconds, 2)
     _say(comm, json.dumps(stats, indent=2))
     _say(comm, f"wrote {out / 'mesh.xdmf'} (regions {sorted(tm.regions)}, boundaries {sorted(tm.boundaries)})")
+
+
+def _folder_problem(folder: Path) -> str | None:
+    """Why ``folder`` cannot be made or written into (None when it can; made if missing); rank 0 only."""
+    if folder.exists() and not folder.is_dir():
+        return f"{folder} is a file, not a folder"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        return f"cannot create folder {folder}: {err.strerror or err}"
+    if not os.access(folder, os.W_OK):
+        return f"cannot write in folder {folder}: not writable"
+    return None
 
 
 def _time_option(option: str, value: str | None) -> float | None:
@@ -257,6 +272,7 @@ def cmd_compare(args: argparse.Namespace, comm: MPI.Comm) -> None:
     out = Path(args.output)
     exists = comm.rank == 0 and (out / "compare.html").exists() and not args.force
     refuse_if(comm, f"{out}/compare.html exists; pass --force to replace it" if exists else None)
+    refuse_if(comm, _folder_problem(out) if comm.rank == 0 else None)
     problem = None
     if comm.rank == 0:  # serial post-processing of files
         try:

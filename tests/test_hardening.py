@@ -536,6 +536,23 @@ def test_resume_refuses_a_truncated_checkpoint_array(shared_tmp, capsys, comm):
         assert not (out / lock.LOCK_NAME).exists()
 
 
+def test_output_folders_that_are_files_are_one_line(finished, shared_tmp, capsys, comm):
+    case = write_case(shared_tmp / "slab", SLAB)
+    if comm.rank == 0:
+        (shared_tmp / "afile").write_text("x")
+    comm.barrier()
+    for args, fragment in (
+        (["run", str(case), "-o", str(shared_tmp / "afile"), "-q"], "afile is a file, not a results folder"),
+        (["run", str(case), "-o", str(shared_tmp / "afile" / "sub"), "-q"], "cannot create results folder"),
+        (["mesh", str(case), "-o", str(shared_tmp / "afile")], "afile is a file, not a folder"),
+        (["compare", str(finished), str(finished), "-o", str(shared_tmp / "afile" / "x")], "cannot create folder"),
+    ):
+        assert main(args) == 2, args
+        err = capsys.readouterr().err.strip()
+        if comm.rank == 0:
+            assert err.count("\n") == 0 and fragment in err, (args, err)
+
+
 def test_compare_needs_two_folders(finished, capsys, comm):
     assert main(["compare", str(finished)]) == 2
     err = capsys.readouterr().err.strip()
