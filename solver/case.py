@@ -358,9 +358,31 @@ def _with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     return raw
 
 
+# Tags of the discriminated unions: pydantic puts them in an error's location, the case file does not have them.
+_UNION_TAGS = {
+    "mesh": {"limb", "sphere", "slab", "cylinder", "file"},
+    **{kind: {"no_flux", "fixed", "robin"} for kind in ("pressure", "heat", "drug")},
+}
+
+
+def key_path(loc: tuple[int | str, ...]) -> str:
+    """A pydantic error location as the key path of the case file: ``protocol.doses[0].time``, ``mesh.radius``."""
+    out = ""
+    previous = ""
+    for part in loc:
+        text = str(part)
+        if text.startswith("function-") or (previous in _UNION_TAGS and text in _UNION_TAGS[previous]):
+            continue
+        out += f"[{part}]" if isinstance(part, int) else (f".{text}" if out else text)
+        previous = text
+    return out
+
+
 def _one_line(path: Path, err: ValidationError, raw: dict[str, Any]) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    errors = err.errors()
+    # a misspelt key is reported as the unknown key, not as the missing key it was meant to be
+    first = next((e for e in errors if e["type"] == "extra_forbidden"), errors[0])
+    loc = key_path(tuple(first["loc"]))
     msg = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         return f"{path}: unknown key '{loc}' (value {first['input']!r}); check the spelling or remove it"

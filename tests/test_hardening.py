@@ -144,6 +144,17 @@ BAD = [
         "agents.'../../escaped': an agent name must start with a letter",
     ),
     (
+        "a misspelt key",
+        edit('ambient = "30 degC"', 'ambiant = "30 degC"'),
+        "unknown key 'boundaries.outer.heat.ambiant'",
+    ),
+    ("a union tag is not a key", edit('radius = "1 cm"', 'radius = "-1 cm"'), "mesh.radius = '-1 cm'"),
+    (
+        "a list index",
+        edit('per_limb_volume = "10 mg/L"', 'per_limb_volume = "10 mg/L"\namount = "1 mg"'),
+        "protocol.doses[0]: give exactly one of 'amount' or 'per_limb_volume'",
+    ),
+    (
         "dose names an unknown agent",
         edit('agent = "melphalan"', 'agent = "cisplatin"'),
         "protocol.doses[0].agent = 'cisplatin': no such agent",
