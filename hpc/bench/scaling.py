@@ -93,25 +93,26 @@ def measure(comm: MPI.Comm, size_factor: float, steps: int) -> dict[str, object]
         "krylov_iterations": its,
         "peak_memory_bytes_all_ranks": rss,
         "memory_bytes_per_transport_dof": rss / transport,
+        "memory_bytes_per_vertex": rss / tm.mesh.topology.index_map(0).size_global,
         "balance_error": summary["drug_balance_relative_error"],
     }
 
 
 def table(folder: Path) -> str:
-    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("*.json"))]
+    rows = [json.loads(p.read_text()) for p in sorted(folder.glob("leg-sf*.json"))]
     rows.sort(key=lambda r: (r["transport_dofs"], r["ranks"]))
     serial = {r["size_factor"]: r["seconds_per_step"] for r in rows if r["ranks"] == 1}
-    out = ["| transport dofs | ranks | s/step | pressure / heat / transport s | transport its mean/max | "
-           "memory/dof (kB) | efficiency |", "|---|---|---|---|---|---|---|"]  # fmt: skip
+    header = "| vertices | transport unknowns | ranks | s/step | pressure / heat / transport s | transport its mean/max"
+    out = [header + " | peak memory (GB) | memory/vertex (kB) | efficiency |", "|---" * 9 + "|"]
     for r in rows:
         e = r["seconds_per_step_by_equation"]
         t = next(v for k, v in r["krylov_iterations"].items() if k.startswith("transport"))
         eff = serial.get(r["size_factor"])
         eff_text = f"{eff / (r['ranks'] * r['seconds_per_step']):.2f}" if eff else "-"
         out.append(
-            f"| {r['transport_dofs']:,} | {r['ranks']} | {r['seconds_per_step']:.2f} | "
+            f"| {r['scalar_dofs']:,} | {r['transport_dofs']:,} | {r['ranks']} | {r['seconds_per_step']:.2f} | "
             f"{e['pressure']:.2f} / {e['heat']:.2f} / {e['transport']:.2f} | {t['mean']:.1f}/{t['max']} | "
-            f"{r['memory_bytes_per_transport_dof'] / 1e3:.1f} | {eff_text} |"
+            f"{r['peak_memory_bytes_all_ranks'] / 1e9:.2f} | {r['memory_bytes_per_vertex'] / 1e3:.1f} | {eff_text} |"
         )
     return "\n".join(out)
 
