@@ -144,6 +144,8 @@ class TissueParams(Strict):
     p_L: Q(U.PRESSURE)
     phi: Annotated[float, Field(gt=0, le=1)]
     phi_c: Fraction
+    albumin_ratio: Annotated[float, Field(ge=0, le=1)]  # interstitial/plasma albumin r (binding B = r (1-f_u)/f_u)
+    blood_volume: Fraction  # blood volume fraction (tissue drug as the clinic measures it)
     density: Q(U.DENSITY, Pos)
     conductivity: Q(U.THERMAL_CONDUCTIVITY, Pos)
     heat_capacity: Q(U.HEAT_CAPACITY, Pos)
@@ -157,7 +159,7 @@ class AgentParams(Strict):
     D: Q(U.DIFFUSIVITY, Pos)
     P: Q(U.PERMEABILITY, NonNeg)
     sigma_d: Fraction
-    f_u: Fraction
+    f_u: Annotated[float, Field(gt=0, le=1)]  # unbound fraction in plasma
     half_life: Q(U.TIME, Pos)
     Ea: Q(U.MOLAR_ENERGY, NonNeg)
     k_up: Q(U.RATE, NonNeg)
@@ -255,10 +257,16 @@ class Protocol(Strict):
     washout_duration: Q(U.TIME, NonNeg)
     washout_flow: Q(U.FLOW, NonNeg)
     end_time: Q(U.TIME, Pos)  # end of the simulation
-    leak_rate: Q(U.RATE, NonNeg)  # fraction of perfusate volume per unit time exchanged with body
+    # fraction of perfusate volume per unit time exchanged with the body until release; default 0.045 %/min,
+    # the modern TM-ILP median (MODEL.md section 3); 0.32 %/min is a leaky perfusion (Rauschecker 1991)
+    leak_rate: Q(U.RATE, NonNeg) = 0.045e-2 / 60.0
+    # perfusate albumin / plasma albumin: the perfusate's unbound fraction follows, f_u,p = 1/(1 + ratio (1 -
+    # f_u)/f_u); 0.55 gives melphalan 0.34 (blood-diluted prime [C]); a crystalloid prime is about 0.03
+    perfusate_albumin_ratio: Annotated[float, Field(ge=0, le=1.5)] = 0.55
     systemic_volume: Q(U.VOLUME, Pos)
     systemic_clearance: Q(U.FLOW, NonNeg)
-    capillary_pressure: Q(U.PRESSURE) | None = None  # perfused p_v in normal tissue (ILP: 35 mmHg)
+    capillary_pressure: Q(U.PRESSURE) | None = None  # perfused p_v (ILP: 35 mmHg) in these regions:
+    capillary_pressure_regions: list[Literal[REGIONS]] = ["muscle", "fat", "skin", "bone"]  # type: ignore[valid-type]
     initial_temperature: Q(U.TEMPERATURE, Pos)
     inflow_temperature: list[TemperaturePoint] = []  # perfusate schedule, piecewise linear
     blanket: Blanket | None = None

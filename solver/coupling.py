@@ -48,13 +48,16 @@ class Agent:
     transport: TransportProblem
     rates: ThermalRates
     circuit: Circuit
+    f_u: fem.Constant  # unbound fraction of the plasma the capillaries carry (perfusate, then body's)
+    f_u_perfusate: float  # the perfusate's, from its albumin (MODEL.md section 3)
+    binding: fem.Function  # B = r (1 - f_u)/f_u per region (DG0): interstitial albumin-bound / free
     hydrolysed_tissue: float = 0.0
-    lymph_to_systemic: float = 0.0
     boundary_out: float = 0.0
     auc_free: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # integral of C dt (kg s/m^3)
     auc_cell: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # time integral of C_c (kg s/m^3)
     peak_free: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # running maximum of C (kg/m^3)
     auc_systemic: float = 0.0  # time integral of the systemic concentration (kg s/m^3)
+    auc_perfusate: float = 0.0  # time integral of the perfusate concentration while isolated (kg s/m^3)
 
     @property
     def space(self) -> fem.FunctionSpace:
@@ -67,7 +70,7 @@ class Agent:
 
 
 ACCUMULATORS = ("auc_free", "auc_cell", "peak_free")  # nodal running outcomes of an agent
-TOTALS = ("hydrolysed_tissue", "lymph_to_systemic", "boundary_out", "auc_systemic")  # scalar ones
+TOTALS = ("hydrolysed_tissue", "boundary_out", "auc_systemic", "auc_perfusate")  # scalar ones
 
 
 @dataclass
@@ -120,9 +123,14 @@ class CoupledModel:
         self.schedule = Schedule.of(case)
         self.seconds = {"pressure": 0.0, "heat": 0.0, "transport": 0.0}  # wall time per equation
         tissue = dict(case.tissue)
-        if protocol and protocol.capillary_pressure is not None:  # perfusion raises capillary pressure
-            tissue = {r: p.model_copy(update={"p_v": protocol.capillary_pressure}) for r, p in tissue.items()}
-        self.tissue = tissue
+        self.tissue_at_rest = dict(tissue)  # after release
+        self.capillary_regions: list[str] = []
+        if protocol and protocol.capillary_pressure is not None:  # the pump raises capillary pressure
+            self.capillary_regions = [r for r in protocol.capillary_pressure_regions if r in tissue]
+            for r in self.capillary_regions:
+                tissue[r] = tissue[r].model_copy(update={"p_v": protocol.capillary_pressure})
+        self.tissue = tissue  # while isolated
+        self.isolated = True
         self.mat = RegionFields(tm, tissue)
         m = self.mat
         m.fields["P_factor"] = m.make(dict.fromkeys(tm.regions, 1.0), "P_factor")
@@ -144,11 +152,7 @@ class CoupledModel:
         )
         self.uptake_factor = fem.Constant(msh, 1.0)  # acidosis potentiation (metabolism), else 1
         self.exchange_stale = True  # pressure solved since the transport exchange terms were last assembled
-        self._pressure_for: float | None = None  # the TNF state the pressure was last solved for
-        one = fem.Constant(msh, 1.0)
-        self.integrals = RegionIntegrals(
-            self.V, self.dx, tm.regions, {"one": one, "phi": m["phi"], "phi_c": m["phi_c"]}
-        )
+        self._pressure_for: tuple | None = None  # (TNF state, isolated) the pressure was last solved for
         self._build_pressure()
         self._build_heat()
         self.cem43 = np.zeros_like(self.T.x.array)  # thermal dose, equivalent minutes at 43 C
@@ -157,6 +161,9 @@ class CoupledModel:
             if (case.physics.drug and protocol is not None)
             else []
         )
+        weights = {"one": fem.Constant(msh, 1.0), "phi": m["phi"], "phi_c": m["phi_c"]}
+        weights.update({f"storage_{a.name}": m["phi"] * (1.0 + a.binding) for a in self.agents})  # free + bound
+        self.integrals = RegionIntegrals(self.V, self.dx, tm.regions, weights)
 
     # ------------------------------------------------------------------------------------ equations
     def _dirichlet(self, kind: str, dim) -> list[fem.DirichletBC]:
@@ -220,12 +227,17 @@ class CoupledModel:
         protocol = case.protocol
         assert protocol is not None
         lumped = case.numerics.mass_lumping and self.degree == 1
+        # linear binding to albumin: bound/free = K_a [albumin]; in plasma (1 - f_u)/f_u
+        affinity = (1.0 - params.f_u) / params.f_u
+        f_u_perfusate = 1.0 / (1.0 + protocol.perfusate_albumin_ratio * affinity)
+        f_u = fem.Constant(self.tm.mesh, f_u_perfusate)
+        binding = m.make({r: self.tissue[r].albumin_ratio * affinity for r in self.tm.regions}, f"B_{name}")
         exchange = Exchange(
             Jv=self.pressure.filtration(),
             PS=params.P * m["P_factor"] * m["S_V"],
             omega=m["omega"],
             sigma_d=params.sigma_d,
-            f_u=params.f_u,
+            f_u=f_u,
         )
         rates = ThermalRates(self.V, params.half_life, params.alkylation_half_life, params.Ea, params.D)
         rates.update(self.T.x.array)
@@ -246,11 +258,12 @@ class CoupledModel:
             prefix=f"transport_{name}_",
             ds=self.ds,
             space=self.V if lumped else None,
+            binding=binding,
         )
         circuit = Circuit(
             V_p=self.circulating_volume, V_s=protocol.systemic_volume, clearance=protocol.systemic_clearance
         )
-        agent = Agent(name, params, transport, rates, circuit)
+        agent = Agent(name, params, transport, rates, circuit, f_u, f_u_perfusate, binding)
         n = len(transport.fields()[0])
         agent.auc_free, agent.auc_cell, agent.peak_free = np.zeros(n), np.zeros(n), np.zeros(n)
         return agent
@@ -261,11 +274,14 @@ class CoupledModel:
         return self.schedule.inflow_temperature(t)
 
     def set_time(self, t: float) -> set[str]:
-        """Set every time-dependent input to its value at t. Returns what changed: "vascular" (tumour
-        vessel properties: pressure must be re-solved) and/or "perfusion" (omega: heat and transport
-        operators change)."""
+        """Set every time-dependent input to its value at t. Returns what changed: "vascular" (vessel
+        properties: pressure must be re-solved), "perfusion" (omega: heat and transport operators change) and/or
+        "release" (the tourniquet: capillary pressure back to rest, plasma binding the body's)."""
         changed: set[str] = set()
         self.T_a.value = self.inflow_temperature(t)
+        if self.schedule.isolated(t) != self.isolated:
+            self._set_isolated(self.schedule.isolated(t))
+            changed |= {"vascular", "release"}
         p = self.case.protocol
         flow_factor = 1.0
         if p is not None and p.tnf is not None and "tumour" in self.tm.regions:
@@ -287,9 +303,19 @@ class CoupledModel:
             changed.add("perfusion")
         return changed
 
+    def _set_isolated(self, isolated: bool) -> None:
+        """Tourniquet on (isolated) or released: capillary pressure and the plasma's unbound fraction."""
+        source = self.tissue if isolated else self.tissue_at_rest
+        for region in self.capillary_regions:
+            self.mat.set("p_v", region, source[region].p_v)
+        for a in self.agents:
+            a.f_u.value = a.f_u_perfusate if isolated else a.params.f_u
+        self.isolated = isolated
+
     def protocol_state(self) -> dict:
-        """What :meth:`set_time` remembers between calls: the TNF progress and the perfusion per region (1/s)."""
-        return {"tnf_state": self.tnf_state, "omega": dict(self._omega)}
+        """What :meth:`set_time` remembers between calls: the TNF progress, the perfusion per region (1/s) and
+        whether the limb is isolated."""
+        return {"tnf_state": self.tnf_state, "omega": dict(self._omega), "isolated": self.isolated}
 
     def set_protocol_state(self, state: dict) -> None:
         """Restore :meth:`protocol_state` (restart from a checkpoint) and the parameter fields that follow it."""
@@ -302,6 +328,7 @@ class CoupledModel:
         self._omega = {r: float(v) for r, v in state["omega"].items()}
         for region, value in self._omega.items():
             self.mat.set("omega", region, value)
+        self._set_isolated(bool(state["isolated"]))
 
     def perfusion(self, t: float, tumour_flow_factor: float = 1.0) -> dict[str, float]:
         """Volumetric plasma flow per region (1/s).
@@ -329,7 +356,7 @@ class CoupledModel:
         """Solve the (steady) pressure and Darcy flux; drug exchange and lymph follow at the next step."""
         self.pressure.solve()
         self.exchange_stale = True
-        self._pressure_for = self.tnf_state
+        self._pressure_for = (self.tnf_state, self.isolated)
 
     def linear_systems(self) -> dict[str, LinearSystem]:
         """Every linear system of the model by equation name (pressure, heat, transport_<agent>)."""
@@ -366,14 +393,16 @@ class CoupledModel:
         self.set_time(0.0)
         self.solve_pressure()
 
-    def give_doses(self, t: float, done: set[int]) -> None:
-        """Boluses due at t into their agents' perfusate; their indices join ``done``."""
-        if not self.agents:  # no agents when physics.drug is off
-            return
-        for i, d in self.schedule.doses_due(t, done):
+    def events(self, t: float, done: set[int]) -> None:
+        """What happens at t, before the step from t: boluses due into their agents' perfusate (their indices
+        join ``done``), and at the end of washout the tourniquet release (blood and lymph-pool drug to the body)."""
+        for i, d in self.schedule.doses_due(t, done) if self.agents else []:  # no agents when drug is off
             agent = next(a for a in self.agents if a.name == d.agent)
             agent.circuit.dose(self.dose_amount(d.per_limb_volume, d.amount))
             done.add(i)
+        for a in self.agents:
+            if not a.circuit.released and not self.schedule.isolated(t + 1e-6):
+                a.circuit.release()
 
     def advance(self, t: float, dt: float) -> None:
         """Advance every equation from t to t + dt in the order of MODEL.md (raises SolveError)."""
@@ -398,15 +427,16 @@ class CoupledModel:
                 a.transport.prepare(exchange_changed)
                 a.transport.solve_split()
                 vascular, lymph = a.transport.rates()
-                k_h = self.schedule.perfusate_hydrolysis(a.params.half_life, a.params.Ea, t1)
-                Q_leak, Q_wash = self.schedule.leak_flow(a.circuit.V_p), self.schedule.washout_flow(t1)
-                C_p, C_s = a.circuit.solve(dt, k_h, Q_leak, Q_wash, vascular, lymph)
-                if not (math.isfinite(C_p) and math.isfinite(C_s)):
+                # perfusate hydrolysis acts on the free drug only (albumin protects the bound)
+                k_h = a.f_u_perfusate * self.schedule.perfusate_hydrolysis(a.params.half_life, a.params.Ea, t1)
+                Q_leak, Q_wash = self.schedule.leak_flow(a.circuit.V_p, t1), self.schedule.washout_flow(t1)
+                plasma, C_s = a.circuit.solve(dt, k_h, Q_leak, Q_wash, vascular, lymph)
+                if not (math.isfinite(plasma) and math.isfinite(C_s)):
                     raise SolveError(f"circuit of {a.name}: non-finite concentration")
-                a.transport.combine(C_p)
-                a.circuit.accept(C_p, C_s, dt, k_h, Q_leak, Q_wash)
+                a.transport.combine(plasma)
+                lymph_rate = a.transport.amount("lymph_out")
+                a.circuit.accept(plasma, C_s, dt, k_h, Q_leak, Q_wash, lymph_rate)
                 a.hydrolysed_tissue += dt * a.transport.amount("hydrolysis")
-                a.lymph_to_systemic += dt * a.transport.amount("lymph_out")
                 a.boundary_out += dt * a.transport.amount("boundary_out")
             self.exchange_stale = False
 
@@ -419,6 +449,7 @@ class CoupledModel:
             a.auc_cell += dt * C_c
             np.maximum(a.peak_free, C, out=a.peak_free)
             a.auc_systemic += dt * a.circuit.C_s  # backward Euler, as the circuit
+            a.auc_perfusate += dt * a.circuit.C_p
         self.cem43 += cem43_increment(self.T.x.array, dt)
 
     # ------------------------------------------------------------------------------------------ state
@@ -430,13 +461,7 @@ class CoupledModel:
             "protocol": self.protocol_state(),
             "metabolism": [mb.oxygen, mb.lactate, mb.oxygen_used] if mb else None,
             "agents": {
-                a.name: {
-                    "C_p": a.circuit.C_p,
-                    "C_s": a.circuit.C_s,
-                    "totals": dict(a.circuit.totals),
-                    **{key: getattr(a, key) for key in TOTALS},
-                }
-                for a in self.agents
+                a.name: {"circuit": a.circuit.state(), **{key: getattr(a, key) for key in TOTALS}} for a in self.agents
             },
         }
         nodal = {"T": self.T.x.array.copy(), "cem43": self.cem43.copy()}
@@ -460,15 +485,15 @@ class CoupledModel:
             self.uptake_factor.value = mb.uptake_factor
         for a in self.agents:
             saved = s["agents"][a.name]
-            a.circuit.C_p, a.circuit.C_s, a.circuit.totals = saved["C_p"], saved["C_s"], dict(saved["totals"])
+            a.circuit.restore(saved["circuit"])
             for key in TOTALS:
                 setattr(a, key, saved[key])
             a.transport.set_fields([x[f"{a.name}.{key}"] for key in FIELDS])
-            a.transport.C_p.value = saved["C_p"]
+            a.transport.C_p.value = a.circuit.plasma
             for key in ACCUMULATORS:
                 getattr(a, key)[:] = x[f"{a.name}.{key}"]
         self.set_protocol_state(s["protocol"])
-        if self._pressure_for != self.tnf_state:
+        if self._pressure_for != (self.tnf_state, self.isolated):
             self.solve_pressure()
 
     def destroy(self) -> None:

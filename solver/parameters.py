@@ -18,10 +18,12 @@ _NORMAL = {
     "pi_v": "20 mmHg",  # [R]
     "pi_i": "10 mmHg",  # [R]; human subcutis 10-15 mmHg [V]
     "p_v": "15.6 mmHg",  # effective capillary pressure at rest [R]
-    "LL": "1e-7 1/(Pa s)",  # [C] gives far-field IFP about 1 mmHg
+    "LL": "1e-8 1/(Pa s)",  # [C] from lymph flow: muscle 3-10 uL/(g h) at rest (MODEL.md section 2)
     "p_L": "0 mmHg",  # [A] lymphatic pressure
     "phi": 0.2,  # interstitial volume fraction [A]
     "phi_c": 0.7,  # cell volume fraction [A]
+    "albumin_ratio": 0.27,  # interstitial/plasma albumin, human muscle (Ellmerer 2000) [V]
+    "blood_volume": 0.03,  # blood volume fraction of tissue, for tissue drug as the clinic measures it [R]
     "density": "1090 kg/m^3",
     "conductivity": "0.49 W/(m K)",
     "heat_capacity": "3421 J/(kg K)",
@@ -38,6 +40,9 @@ TISSUE_DEFAULTS: dict[str, dict[str, object]] = {
         "heat_capacity": "2348 J/(kg K)",
         "perfusion": "33 mL/(min kg)",
         "metabolic_heat": "0.3 W/kg",  # [A]
+        "phi": 0.1,  # [A] adipocytes hold little water: small interstitial and cell water fractions
+        "phi_c": 0.1,  # [A]
+        "albumin_ratio": 0.15,  # human adipose tissue (Ellmerer 2000) [V]
     },
     "skin": {
         **_NORMAL,
@@ -46,6 +51,7 @@ TISSUE_DEFAULTS: dict[str, dict[str, object]] = {
         "heat_capacity": "3391 J/(kg K)",
         "perfusion": "106 mL/(min kg)",
         "metabolic_heat": "0.9 W/kg",  # [A]
+        "albumin_ratio": 0.4,  # [A] dermal interstitium, between muscle and lymph
     },
     "bone": {
         **_NORMAL,
@@ -76,6 +82,8 @@ TISSUE_DEFAULTS: dict[str, dict[str, object]] = {
         "heat_capacity": "3540 J/(kg K)",
         "perfusion": "47 mL/(min kg)",  # [C] Lang et al. 0.833 kg/(m^3 s) at 37 C
         "metabolic_heat": "1.0 W/kg",  # [A]
+        "albumin_ratio": 0.5,  # [C] up to 0.75 from pi_i/pi_v (MODEL.md section 4)
+        "blood_volume": 0.05,  # [R] tumour vascular volume
     },
     "necrosis": {
         **_NORMAL,
@@ -90,16 +98,18 @@ TISSUE_DEFAULTS: dict[str, dict[str, object]] = {
         "heat_capacity": "3540 J/(kg K)",
         "perfusion": "0 mL/(min kg)",
         "metabolic_heat": "0 W/kg",
+        "albumin_ratio": 0.5,  # [A] as the viable tumour
+        "blood_volume": 0.0,  # no vessels
     },
 }
 
 # Drug agents. Keys are the case-file keys under [agents.<name>].
 AGENT_DEFAULTS: dict[str, dict[str, object]] = {
     "melphalan": {
-        "D": "2.4e-10 m^2/s",  # [C] Swabb correlation
+        "D": "2.4e-10 m^2/s",  # [C] Swabb: effective, per tissue volume (flux D grad C; not multiplied by phi)
         "P": "2.4e-8 m/s",  # [C] pore theory, weak
         "sigma_d": 0.0,  # [C]
-        "f_u": 0.2,  # unbound fraction in blood/albumin perfusate [V] 0.1-0.3
+        "f_u": 0.22,  # unbound fraction in plasma [C from Nath 2010 CL/CLu]; the perfusate's follows its albumin
         "half_life": "66 min",  # hydrolysis at 37 C [V]
         "Ea": "60.7 kJ/mol",  # [V]
         "k_up": "1e-3 1/s",  # [A] membrane uptake rate (LAT1 transport)
@@ -111,7 +121,7 @@ AGENT_DEFAULTS: dict[str, dict[str, object]] = {
         "D": "1.1e-10 m^2/s",  # [C] Stokes-Einstein from MW 1255
         "P": "1.0e-8 m/s",  # [A]
         "sigma_d": 0.0,
-        "f_u": 0.3,  # [A]
+        "f_u": 0.3,  # [A] in plasma
         "half_life": "36 h",  # [A] chemically stable over a perfusion
         "Ea": "50 kJ/mol",  # [A]
         "k_up": "5e-4 1/s",  # [A]
@@ -123,7 +133,7 @@ AGENT_DEFAULTS: dict[str, dict[str, object]] = {
         "D": "1.6e-10 m^2/s",  # [C]
         "P": "1.5e-8 m/s",  # [A]
         "sigma_d": 0.0,
-        "f_u": 0.25,  # [A]
+        "f_u": 0.25,  # [A] in plasma
         "half_life": "24 h",  # [A]
         "Ea": "50 kJ/mol",  # [A]
         "k_up": "1e-3 1/s",  # [A]

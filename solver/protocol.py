@@ -31,10 +31,21 @@ class Schedule:
         return cls(case.protocol, end, case.output.interval)
 
     # ------------------------------------------------------------------------------------- circuit
-    def inflow_temperature(self, t: float) -> float:
-        """Heat-exchanger outlet temperature (K): the case's schedule, piecewise linear, held beyond its ends."""
+    @property
+    def release_time(self) -> float:
+        """Tourniquet release (s): the end of washout; infinite without a protocol."""
         p = self.protocol
-        if p is None or not p.inflow_temperature:
+        return p.perfusion_duration + p.washout_duration if p is not None else math.inf
+
+    def isolated(self, t: float) -> bool:
+        """Whether the step ending at t has the limb isolated (up to and including the release time)."""
+        return t <= self.release_time * (1 + 1e-12) + 1e-9
+
+    def inflow_temperature(self, t: float) -> float:
+        """Arterial temperature (K): while isolated the heat-exchanger outlet, the case's schedule (piecewise
+        linear, held beyond its ends); after release the body's blood."""
+        p = self.protocol
+        if p is None or not p.inflow_temperature or not self.isolated(t):
             return BODY_TEMPERATURE
         return float(np.interp(t, [q.time for q in p.inflow_temperature], [q.value for q in p.inflow_temperature]))
 
@@ -56,9 +67,12 @@ class Schedule:
         """Flow that carries perfusate out of the circuit (m^3/s) in the step ending at t."""
         return self.protocol.washout_flow if self.protocol is not None and self.washing_out(t) else 0.0
 
-    def leak_flow(self, circulating_volume: float) -> float:
-        """Leak flow between perfusate and body (m^3/s): the leak rate, a fraction of the perfusate per time."""
-        return self.protocol.leak_rate * circulating_volume if self.protocol is not None else 0.0
+    def leak_flow(self, circulating_volume: float, t: float) -> float:
+        """Leak flow between perfusate and body (m^3/s) in the step ending at t: the leak rate (a fraction of
+        the perfusate per time) while the tourniquet is on, none after release."""
+        if self.protocol is None or not self.isolated(t):
+            return 0.0
+        return self.protocol.leak_rate * circulating_volume
 
     def perfusate_hydrolysis(self, half_life: float, Ea: float, t: float) -> float:
         """Hydrolysis rate in the perfusate (1/s) at the inflow temperature at t (Arrhenius, Ea in J/mol)."""

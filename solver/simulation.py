@@ -110,7 +110,7 @@ class Simulation:
         next_checkpoint = self._next_checkpoint(self.t)
         while self.t < self.end * (1 - 1e-12):
             t = self.t
-            m.give_doses(t, self.doses_done)
+            m.events(t, self.doses_done)
             target = self.schedule.next_milestone(t)
             dt = self.schedule.step_to(t, m.case.numerics.dt)
             before = m.state()
@@ -249,6 +249,7 @@ class Simulation:
         parts = {
             **c.amounts(),
             "tissue_free": inv["free"],
+            "tissue_albumin_bound": inv["albumin_bound"],
             "tissue_cellular": inv["cellular"],
             "tissue_bound": inv["bound"],
             "hydrolysed_tissue": a.hydrolysed_tissue,
@@ -285,17 +286,25 @@ class Simulation:
             row[f"{a.name}_perfusate_mg_per_L"] = a.circuit.C_p * 1e3
             row[f"{a.name}_systemic_mg_per_L"] = a.circuit.C_s * 1e3
             dosed = b["dosed"]
-            row[f"{a.name}_leak_fraction"] = self._leak(a) / dosed if dosed > 0 else 0.0
+            row[f"{a.name}_leak_fraction"] = a.circuit.totals["leaked"] / dosed if dosed > 0 else 0.0
+            row[f"{a.name}_lymph_pool_mg"] = a.circuit.lymph_pool * 1e6
             free_regions = [r for r in ("tumour", "muscle", "skin") if r in regions]
             for region, total in zip(free_regions, m.integrals(*((r, "one", C) for r in free_regions)), strict=True):
                 row[f"{a.name}_C_{region}_mean_mg_per_L"] = total / m.volumes[region] * 1e3
-            # all drug per tissue volume (Klaase 1994): phi C + phi_c C_c + A
+            # parent drug per gram of wet tissue as the clinic measures it (Klaase 1994): free, albumin-bound and
+            # cellular drug, and the drug in the tissue's own blood; adducts apart (MODEL.md section 8)
             total_regions = [r for r in ("tumour", "muscle", "fat", "skin") if r in regions]
-            terms = [(r, w, f) for r in total_regions for w, f in (("phi", C), ("phi_c", C_c), ("one", A))]
-            totals = np.reshape(m.integrals(*terms), (len(total_regions), 3)).sum(axis=1)
-            for region, total in zip(total_regions, totals, strict=True):
-                row[f"{a.name}_total_{region}_mean_mg_per_L"] = float(total) / m.volumes[region] * 1e3
+            storage = f"storage_{a.name}"
+            terms = [(r, w, f) for r in total_regions for w, f in ((storage, C), ("phi_c", C_c), ("one", A))]
+            parts = np.reshape(m.integrals(*terms), (len(total_regions), 3))
+            for region, (held, cellular, adducts) in zip(total_regions, parts, strict=True):
+                tissue, vol = m.tissue[region], m.volumes[region]
+                parent = held + cellular + tissue.blood_volume * a.circuit.plasma * vol
+                row[f"{a.name}_tissue_{region}_ug_per_g"] = parent / (tissue.density * vol) * 1e6
+                row[f"{a.name}_adducts_{region}_mean_mg_per_L"] = adducts / vol * 1e3
             row[f"{a.name}_balance_relative_error"] = b["relative_error"]
+        if m.agents:  # the clinic's leak: systemic tracer against complete mixing (one circuit: the first's)
+            row["tracer_leak_fraction"] = m.agents[0].circuit.tracer_leak
         self.rows.append(row)
         output_time = self._is_output_time(t)
         for recorder in self.recorders:
@@ -308,9 +317,33 @@ class Simulation:
         k = round(t / interval)
         return abs(t - k * interval) < 1e-6 * interval or abs(t - self.end) < 1e-9
 
-    def _leak(self, a: Agent) -> float:
-        """Drug that reached the body (kg): net leak through the circuit plus lymph."""
-        return a.circuit.totals["leaked"] + a.lymph_to_systemic
+    def _row_at(self, t: float) -> dict[str, float] | None:
+        """The recorded row at time t (s), if there is one."""
+        return next((r for r in self.rows if abs(r["time_min"] * 60.0 - t) < 1e-6 * max(t, 1.0)), None)
+
+    def _perfusate_curve(self, a: Agent) -> dict[str, float]:
+        """The perfusate curve as the clinic reads it: peak, AUC while isolated, the half-life of its fall
+        from the peak to the end of perfusion (log-linear least squares), and perfusate/systemic AUC."""
+        p = self.model.case.protocol
+        key = f"{a.name}_perfusate_mg_per_L"
+        values = [(r["time_min"], r[key]) for r in self.rows if key in r]
+        peak_time, peak = max(values, key=lambda tv: tv[1], default=(0.0, 0.0))
+        end = p.perfusion_duration / 60.0 if p else 0.0
+        fall = np.array([(t, v) for t, v in values if peak_time <= t <= end and v > 0])
+        half_life = float("nan")
+        if len(fall) >= 3:
+            slope = np.polyfit(fall[:, 0], np.log(fall[:, 1]), 1)[0]
+            half_life = float(np.log(2) / -slope) if slope < 0 else float("inf")
+        systemic = clinical("AUC", a.auc_systemic)
+        perfusate = clinical("AUC", a.auc_perfusate)
+        out = {
+            "peak_perfusate_mg_per_L": peak,
+            "perfusate_auc_mg_min_per_L": perfusate,
+            "perfusate_systemic_auc_ratio": perfusate / systemic if systemic > 0 else 0.0,
+        }
+        if np.isfinite(half_life):
+            out["perfusate_half_life_min"] = half_life
+        return out
 
     def summary(self) -> dict:
         m = self.model
@@ -322,14 +355,20 @@ class Simulation:
                 "dose_kg": b["dosed"],
                 "balance_kg": b,
                 "drug_balance_relative_error": b["relative_error"],
-                "systemic_leak_fraction": self._leak(a) / b["dosed"] if b["dosed"] else 0.0,
+                # drug leaked to the body through the tourniquet while isolated, as a fraction of the dose
+                "systemic_leak_fraction": a.circuit.totals["leaked"] / b["dosed"] if b["dosed"] else 0.0,
                 "peak_systemic_mg_per_L": max(r.get(f"{a.name}_systemic_mg_per_L", 0.0) for r in self.rows),
-                "systemic_auc_mg_min_per_L": clinical("AUC", a.auc_systemic),
+                "systemic_auc_mg_min_per_L": clinical("AUC", a.auc_systemic),  # release and after included
+                "released_to_body_kg": a.circuit.totals["released"],  # blood and lymph pool at release
+                **self._perfusate_curve(a),
             }
         s["drug_balance_relative_error"] = max(
             (v["drug_balance_relative_error"] for v in s["agents"].values()), default=0.0
         )
         s["systemic_leak_fraction"] = s["agents"][primary.name]["systemic_leak_fraction"] if primary else 0.0
+        isolation = [r for r in self.rows if r["time_min"] * 60.0 <= self.schedule.release_time * (1 + 1e-12)]
+        s["tracer_leak_fraction"] = max((r.get("tracer_leak_fraction", 0.0) for r in isolation), default=0.0)
+        end_of_perfusion = self._row_at(m.case.protocol.perfusion_duration) if m.case.protocol else None
         for region, vol in m.volumes.items():
             (p_total,) = m.integrals((region, "one", m.pressure.p.x.array))
             entry = {
@@ -344,6 +383,9 @@ class Simulation:
                 for key, total in zip(("auc_free_mean", "auc_cell_mean", "adducts_mean"), totals, strict=True):
                     entry[key] = total / vol
                 entry["peak_free_max"] = self.region_max(region, primary.peak_free)
+                key = f"{primary.name}_tissue_{region}_ug_per_g"
+                if end_of_perfusion is not None and key in end_of_perfusion:
+                    entry["tissue_drug_ug_per_g"] = end_of_perfusion[key]
             s["regions"][region] = entry
         if m.metabolism is not None:
             mb = m.metabolism

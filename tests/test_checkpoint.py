@@ -117,7 +117,7 @@ def test_sigusr1_stops_a_two_rank_run_which_resumes_on_one_rank(tmp_path):
     assert job.returncode == cli.EXIT_STOPPED, output
     assert "checkpoint written (signal SIGUSR1)" in log.read_text()
     state = checkpoint.read_state(pieces / "checkpoint")
-    assert state["ranks"] == 2 and 10 * 60 < state["time"] < 40 * 60
+    assert state["ranks"] == 2 and 10 * 60 <= state["time"] < 40 * 60  # stopped midway (a fast step: at 10 min)
     done = _cli(["run", str(SMALL), "--resume", str(pieces), "-q"])
     assert done.returncode == 0, done.stderr
     _assert_same_results(whole, pieces, rel=1e-6)

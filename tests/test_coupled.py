@@ -67,13 +67,14 @@ def test_tnf_collapses_pressure_and_raises_uptake(student, comm):
     case, (sim, result) = student
     tnf = case.protocol.tnf
     history = dict(sim.pressure_history)
-    before, after = history[0.0], history[case.protocol.end_time]
-    s_end = 1 - math.exp(-(case.protocol.end_time - tnf.time) / tnf.tau)
+    end = case.protocol.perfusion_duration  # compared while isolated: release lowers the capillary pressure
+    before, after = history[0.0], history[end]
+    s_end = 1 - math.exp(-(end - tnf.time) / tnf.tau)
     # the plateau falls by ifp_reduction * s; the mean tumour pressure (rim included) follows within 10 %
     assert after / before == pytest.approx(1 - tnf.ifp_reduction * s_end, rel=0.10)
     no_tnf = _with(case, protocol={"tnf": None})
-    _, plain = _run(no_tnf, comm)
-    assert plain.summary["regions"]["tumour"]["pressure_mean_Pa"] == pytest.approx(before, rel=1e-6)
+    plain_sim, plain = _run(no_tnf, comm)
+    assert dict(plain_sim.pressure_history)[end] == pytest.approx(before, rel=1e-6)
     auc_tnf = result.summary["regions"]["tumour"]["auc_free_mean"]
     auc_plain = plain.summary["regions"]["tumour"]["auc_free_mean"]
     # TNF must raise uptake. How much is a model outcome, not a fitting target: with the default
@@ -178,13 +179,19 @@ def default_case():
 
 @pytest.mark.slow
 def test_default_case_end_to_end(default_case, comm):
-    """The default case (TM-ILP leg, seed 003): balance within 1e-6, TNF pressure collapse, plausible leak."""
+    """The default case (TM-ILP leg, seed 003): balance within 1e-10, TNF pressure collapse, tracer leak."""
     case, (sim, result) = default_case
     s = result.summary
-    assert s["drug_balance_relative_error"] < 1e-6
-    assert 0.0 < s["systemic_leak_fraction"] < 0.3
+    assert s["drug_balance_relative_error"] < 1e-10
+    # the clinic's tracer leak at 0.045 %/min over 70 min of isolation: 1 - exp(-lambda t), lambda = Q_leak
+    # (1/V_p + 1/V_s) (a closed form of the tracer's two compartments); the median patient has 2.7 % [V]
+    p = case.protocol
+    V_p, V_s = sim.model.circulating_volume, p.systemic_volume
+    expected = 1 - math.exp(-p.leak_rate * V_p * (1 / V_p + 1 / V_s) * sim.schedule.release_time)
+    assert s["tracer_leak_fraction"] == pytest.approx(expected, rel=1e-3)  # backward Euler, 1 min steps
+    assert 0.005 < s["tracer_leak_fraction"] < 0.05
     history = dict(sim.pressure_history)
-    assert history[case.protocol.end_time] < 0.5 * history[0.0]  # ifp_reduction 0.8, tau 15 min, 80 min
+    assert history[p.perfusion_duration] < 0.5 * history[0.0]  # ifp_reduction 0.8, tau 15 min, 60 min
     assert s["regions"]["tumour"]["auc_free_mean"] > s["regions"]["necrosis"]["auc_free_mean"]  # no vessels
     assert 37.5 < s["regions"]["muscle"]["temperature_max_degC"] < 39.5 + 1e-9  # heated by the 39.5 C inflow
     # Drug diffusing into the vessel-free necrotic core (h^2/D >> dt) undershot to -2 mg/L with a consistent

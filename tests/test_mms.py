@@ -102,15 +102,16 @@ def transport_errors(comm, n, degree, lumped=False):
     kin = Kinetics(
         k_h=fem.Constant(msh, 0.3), k_alk=fem.Constant(msh, 0.4), k_up=0.9, kappa=2.0, D=fem.Constant(msh, 0.05)
     )
+    B = fem.Constant(msh, 0.7)  # interstitial albumin binding: stored, convected and drained with the free drug
     a_ex, b_ex = exchange.coefficients()
     C, Cc, A = ex
     uptake = kin.k_up * (C - Cc / kin.kappa)
     sources = [
-        phi * g[0]
-        + ufl.div(u * C)
-        - ufl.div(phi * kin.D * ufl.grad(C))
+        phi * (1 + B) * g[0]
+        + ufl.div(u * (1 + B) * C)
+        - ufl.div(kin.D * ufl.grad(C))
         - (a_ex * C_p - b_ex * C)
-        + lymph * C
+        + lymph * (1 + B) * C
         + phi * kin.k_h * C
         + uptake,
         phi_c * g[1] - uptake + phi_c * (kin.k_h + kin.k_alk) * Cc,
@@ -139,6 +140,7 @@ def transport_errors(comm, n, degree, lumped=False):
         sources=sources,
         prefix=f"mt{n}{degree}{int(lumped)}_",
         lumped=lumped,
+        binding=B,
     )
     initial = []
     for gi in g:

@@ -68,7 +68,7 @@ def test_results_folder_holds_every_output(small):
     assert prov["krylov_iterations"]["heat"]["solves"] > 0
     assert prov["mesh"]["cells"] > 0 and prov["phase_seconds"]["transport"] > 0
     log = (small / "run.log").read_text()
-    assert "isolimb: done" in log and "t =   40.0 min" in log
+    assert "isolimb: done" in log and "t =   65.0 min" in log
 
 
 @pytest.mark.serial
@@ -80,8 +80,8 @@ def test_vtkhdf_opens_in_pyvista_with_the_summary_values(small):
     summary = json.loads((small / "summary.json").read_text())
     reader = pv.get_reader(str(small / "fields.vtkhdf"))
     reader.reader.UpdateInformation()
-    assert reader.reader.GetNumberOfSteps() == 5  # 0, 10, 20, 30, 40 min
-    reader.reader.SetStep(4)
+    assert reader.reader.GetNumberOfSteps() == 8  # 0, 10, ..., 60, 65 min
+    reader.reader.SetStep(7)
     grid = reader.read()
     assert grid.n_cells == summary["mesh"]["cells"] and grid.n_points == summary["mesh"]["vertices"]
     names = {"p_mmHg", "T_degC", "CEM43_min", "C_melphalan_mg_per_L", "C_c_melphalan_mg_per_L"}

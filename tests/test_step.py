@@ -126,25 +126,29 @@ def test_checkpoint_resume_restores_the_same_state(ili_model, shared_tmp):
 
 @pytest.mark.serial
 def test_schedule_of_the_default_case():
-    """The protocol alone (no dolfinx): the default leg case's inflow temperature, flows, TNF and milestones."""
+    """The protocol alone (no dolfinx): the default leg case's inflow temperature, flows, leak, release, TNF and
+    milestones (seed 003: 60 min in all from TNF, melphalan at 10 min; washout; release at 70 min)."""
     case = parse_case(CASES / "ilp-tm-sarcoma-leg")
     s = Schedule.of(case)
     p = case.protocol
     minute = 60.0
     assert s.inflow_temperature(35 * minute) == pytest.approx(273.15 + 39.5)
-    assert s.inflow_temperature(75 * minute) == pytest.approx(273.15 + 37.0)  # held beyond the schedule's end
+    assert s.inflow_temperature(65 * minute) == pytest.approx(273.15 + 37.0)  # the schedule's drop at 60.1 min
     assert s.flow(10 * minute) == p.flow and s.washout_flow(10 * minute) == 0.0
-    assert s.washout_flow(75 * minute) == p.washout_flow and s.flow(75 * minute) == p.washout_flow
-    assert s.flow(80.5 * minute) == 0.0
+    assert s.washout_flow(65 * minute) == p.washout_flow and s.flow(65 * minute) == p.washout_flow
+    assert s.release_time == pytest.approx(70 * minute)  # washout ends: tourniquet release
+    assert s.isolated(70 * minute) and not s.isolated(70.5 * minute)
+    assert s.flow(80 * minute) == 0.0 and s.inflow_temperature(80 * minute) == pytest.approx(310.15)
+    assert s.leak_flow(1e-3, 65 * minute) == pytest.approx(p.leak_rate * 1e-3) and s.leak_flow(1e-3, 80 * minute) == 0
     assert s.tnf_progress(p.tnf.time + p.tnf.tau) == pytest.approx(1 - math.exp(-1))
     assert [i for i, _ in s.doses_due(9.99 * minute, set())] == []
     assert [i for i, _ in s.doses_due(10 * minute, set())] == [0]
     assert s.doses_due(10 * minute, {0}) == []
     milestones = s.milestones()
-    for event in (10 * minute, 70 * minute, 70.1 * minute, 80 * minute):  # dose, washout, inflow drop, end
-        assert any(abs(m - event) < 1e-9 for m in milestones), event
-    assert s.step_to(69.5 * minute, minute) == pytest.approx(0.5 * minute)  # lands on the washout
-    assert s.step_to(70 * minute, minute) == pytest.approx(0.1 * minute)  # and on the inflow drop
+    for event in (10 * minute, 60 * minute, 60.1 * minute, 70 * minute, 100 * minute):  # dose, washout, drop,
+        assert any(abs(m - event) < 1e-9 for m in milestones), event  # release, end
+    assert s.step_to(59.5 * minute, minute) == pytest.approx(0.5 * minute)  # lands on the washout
+    assert s.step_to(60 * minute, minute) == pytest.approx(0.1 * minute)  # and on the inflow drop
     # perfusate hydrolysis at 39.5 C is faster than at 37 C by the Arrhenius factor of the agent's Ea
     melphalan = case.agents["melphalan"]
     k37 = math.log(2) / melphalan.half_life

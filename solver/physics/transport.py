@@ -1,10 +1,17 @@
-"""Drug transport in tissue (MODEL.md section 4): free C, intracellular C_c and DNA-bound A (kg/m^3).
+"""Drug transport in tissue (MODEL.md section 4, version 2): free C, intracellular C_c and DNA-bound A (kg/m^3).
 
-    phi dC/dt + div(u C) - div(phi D grad C) = Phi_v - (JL/V) C - phi k_h C - J_up
+    phi (1 + B) dC/dt + div(u (1 + B) C) - div(D grad C) = Phi_v - (JL/V)(1 + B) C - phi k_h C - J_up
     phi_c dC_c/dt = J_up - phi_c (k_h + k_alk) C_c,        J_up = k_up (C - C_c/kappa)
     dA/dt = phi_c k_alk C_c
-    Phi_v = (Jv/V)(1 - sigma_d) C_pu + PSeff (C_pu - C) Pe/(exp(Pe) - 1),   C_pu = f_u C_p
-    Pe = (Jv/V)(1 - sigma_d)/PSeff,   PSeff = omega (1 - exp(-P S/V / omega))   (Renkin-Crone)
+    Phi_v = (Jv/V)(1 - sigma_d) f_u C_p + PS_b (f_u C_p - C) Pe/(exp(Pe) - 1)
+    PS_b = (omega/f_u)(1 - exp(-f_u P S/V / omega)),   Pe = (Jv/V)(1 - sigma_d)/PS_b
+
+B = r (1 - f_u,plasma)/f_u,plasma: interstitial albumin binding (r the interstitial/plasma albumin ratio);
+the bound drug moves with interstitial fluid and lymph, and is protected from hydrolysis. D is the effective
+diffusivity per tissue volume (Swabb), used once. f_u is the unbound fraction of the plasma the capillaries
+carry: the perfusate's while the limb is isolated, the body's after tourniquet release. PS_b integrates
+binding-aware exchange along the capillary: PS << omega gives PS, PS >> omega gives omega/f_u (the plasma
+flow's whole drug).
 
 Backward Euler in time. The system is linear in the perfusate concentration C_p, so a step is solved by
 superposition: x = x0 + C_p x1 (x0: old state, C_p = 0; x1: unit perfusate), which lets the circuit
@@ -76,22 +83,23 @@ def peclet_factor(Pe: ufl.core.expr.Expr) -> ufl.core.expr.Expr:
 @dataclass
 class Exchange:
     """Transvascular exchange inputs per tissue volume: ``Jv`` filtration (1/s), ``PS`` = P S/V (1/s),
-    ``omega`` plasma flow (1/s), ``sigma_d`` drug reflection, ``f_u`` unbound fraction."""
+    ``omega`` plasma flow (1/s), ``sigma_d`` drug reflection, ``f_u`` unbound fraction in the plasma (a number
+    or a Constant: it changes at tourniquet release)."""
 
     Jv: ufl.core.expr.Expr
     PS: ufl.core.expr.Expr
     omega: ufl.core.expr.Expr
     sigma_d: float
-    f_u: float
+    f_u: float | fem.Constant
 
     def coefficients(self) -> tuple[ufl.core.expr.Expr, ufl.core.expr.Expr]:
-        """(a, b) with Phi_v = a C_p - b C."""
+        """(a, b) with Phi_v = a C_p - b C (C_p the total plasma concentration)."""
         omega_safe = ufl.max_value(self.omega, 1e-30)
-        PSeff = self.omega * (1.0 - ufl.exp(-self.PS / omega_safe))
+        PS_b = self.omega / self.f_u * (1.0 - ufl.exp(-self.f_u * self.PS / omega_safe))
         convective = self.Jv * (1.0 - self.sigma_d)
-        Pe = convective / ufl.max_value(PSeff, 1e-30)
+        Pe = convective / ufl.max_value(PS_b, 1e-30)
         f = peclet_factor(Pe)
-        return self.f_u * (convective + PSeff * f), PSeff * f
+        return self.f_u * (convective + PS_b * f), PS_b * f
 
 
 @dataclass
@@ -223,8 +231,8 @@ class TransportProblem(ABC):
 
     @abstractmethod
     def amount(self, name: str) -> float:
-        """A functional of the current state, summed over ranks: "free", "cellular", "bound" (kg) or the
-        rates "vascular_in", "lymph_out", "hydrolysis", "boundary_out" (kg/s)."""
+        """A functional of the current state, summed over ranks: "free", "albumin_bound", "cellular", "bound"
+        (kg) or the rates "vascular_in", "lymph_out", "hydrolysis", "boundary_out" (kg/s)."""
 
     @property
     def unknowns(self) -> int:
@@ -232,8 +240,8 @@ class TransportProblem(ABC):
         return int(self.system.A.getSize()[0])
 
     def inventory(self) -> dict[str, float]:
-        """Drug in tissue (kg): free, cellular and bound."""
-        return {k: self.amount(k) for k in ("free", "cellular", "bound")}
+        """Drug in tissue (kg): free, albumin-bound (interstitial), cellular and bound (adducts)."""
+        return {k: self.amount(k) for k in ("free", "albumin_bound", "cellular", "bound")}
 
     def destroy(self) -> None:
         self.system.destroy()

@@ -1,7 +1,9 @@
 """Drug transport, scalar route (the default at P1): one Krylov solve in the free concentration C per right-hand
 side, with C_c and A eliminated exactly at the nodes (equations in :mod:`solver.physics.transport`).
 
-Every zero-order term (storage, exchange, lymph, uptake, reactions) is integrated with the vertex rule, i.e.
+Interstitial albumin binds drug in fast equilibrium (bound = B C): storage, convection and lymph carry (1 + B) C,
+hydrolysis acts on the free drug. Every zero-order term (storage, exchange, lymph, uptake, reactions) is
+integrated with the vertex rule, i.e.
 lumped onto the nodes. Then C_c and A obey, node by node i, with nodal weights m_i = INT w v_i:
 
     alpha_i C_c,i = beta_i C_i + m^phi_c_i C_c,i^old / dt        (C_c row)
@@ -104,6 +106,7 @@ class LumpedTransport(TransportProblem):
         prefix: str = "transport_",
         ds: ufl.Measure | None = None,
         space: fem.FunctionSpace | None = None,
+        binding: ufl.core.expr.Expr | None = None,
     ) -> None:
         V = space if space is not None else fem.functionspace(mesh, ("Lagrange", 1))
         if V.ufl_element().embedded_superdegree != 1:
@@ -120,14 +123,18 @@ class LumpedTransport(TransportProblem):
         C, v = ufl.TrialFunction(V), ufl.TestFunction(V)
         a_ex, b_ex = exchange.coefficients()
         k = kinetics
-        lymph_out = ufl.max_value(lymph, 0.0)  # drug leaves with lymph; no backflow from lymphatics
+        # albumin-bound drug (B C) is stored, convected and drained with lymph beside the free drug
+        binding = fem.Constant(mesh, 0.0) if binding is None else binding
+        carried = 1.0 + binding
+        lymph_out = ufl.max_value(lymph, 0.0) * carried  # drug leaves with lymph; no backflow from lymphatics
+        velocity = carried * velocity
         outflow = ufl.max_value(ufl.dot(velocity, ufl.FacetNormal(mesh)), 0.0)
         # Diffusion, advection and SUPG are integrated with the one-point (midpoint) rule, exact at P1: their
         # coefficients are DG0 fields of midpoint values, updated by numpy (few coefficients to pack).
         self.cells = MidpointFields(V)
         cf = self.cells
-        self._phi = cf.expression(phi)
-        cf.update("phi", self._phi())
+        cf.update("phi", cf.expression(phi)())
+        cf.update("storage", cf.expression(phi * carried)())
         a = (
             cf["D_eff"] * ufl.inner(ufl.grad(C), ufl.grad(v)) * dx
             - C * ufl.inner(velocity, ufl.grad(v)) * dx
@@ -142,9 +149,10 @@ class LumpedTransport(TransportProblem):
             self._exchange_loss = cf.expression(lymph_out + b_ex)  # per volume (1/s)
             self._uptake_source = cf.expression(a_ex)
             streamline = cf["tau"] * ufl.inner(velocity, ufl.grad(v))
-            residual = cf["phi"] * C / dt + ufl.inner(velocity, ufl.grad(C)) + ufl.div(velocity) * C + cf["loss"] * C
+            storage = cf["storage"] * C / dt
+            residual = storage + ufl.inner(velocity, ufl.grad(C)) + ufl.div(velocity) * C + cf["loss"] * C
             a += residual * streamline * dx
-            supg_old = (cf["phi"] * self.C_old / dt + cf["k_up_over_kappa"] * self.C_c_old) * streamline * dx
+            supg_old = (cf["storage"] * self.C_old / dt + cf["k_up_over_kappa"] * self.C_c_old) * streamline * dx
             if sources is not None:
                 supg_old += sources[0] * streamline * dx
             old = supg_old if old is None else old + supg_old
@@ -159,7 +167,9 @@ class LumpedTransport(TransportProblem):
         self._bc_dofs = np.concatenate(
             [bc.dof_indices()[0][: bc.dof_indices()[1]] for bc in self.bcs] or [np.zeros(0, dtype=np.int32)]
         )
-        self.weights = NodalWeights({"phi": phi * v * dm, "phi_c": phi_c * v * dm, "one": v * dm})
+        self.weights = NodalWeights(
+            {"phi": phi * v * dm, "storage": phi * carried * v * dm, "phi_c": phi_c * v * dm, "one": v * dm}
+        )
         self.exchange = NodalWeights(
             {"a": a_ex * v * dm, "b": b_ex * v * dm, "lymph": lymph_out * v * dm, "outflow": outflow * v * ds_all}
         )
@@ -176,17 +186,18 @@ class LumpedTransport(TransportProblem):
                 self.cells.update(name, expression())
 
     def _step_cells(self, dt: float) -> None:
-        """Midpoint values that follow T and dt: D_eff = phi D, and the SUPG loss, k_up/kappa and tau."""
+        """Midpoint values that follow T and dt: D (effective, per tissue volume), and the SUPG loss (free
+        drug's hydrolysis with phi at the nodes' mean), k_up/kappa and tau."""
         cf = self.cells
-        phi = cf.values("phi")
-        D_eff = cf.update("D_eff", phi * cf.mean(self._rates["D"]()))
+        storage = cf.values("storage")
+        D_eff = cf.update("D_eff", cf.mean(self._rates["D"]()))
         if not self.stabilisation:
             return
         k_up = cf.mean(self._rates["k_up"]())
         cf.update("k_up_over_kappa", k_up / self.kappa)
-        cf.update("loss", cf.values("exchange_loss") + phi * cf.mean(self._rates["k_h"]()) + k_up)
+        cf.update("loss", cf.values("exchange_loss") + cf.values("phi") * cf.mean(self._rates["k_h"]()) + k_up)
         h, speed = cf.values("h"), cf.values("speed")
-        tau = ((2 * phi / dt) ** 2 + (2 * speed / h) ** 2 + 9 * (4 * D_eff / h**2) ** 2) ** -0.5
+        tau = ((2 * storage / dt) ** 2 + (2 * speed / h) ** 2 + 9 * (4 * D_eff / h**2) ** 2) ** -0.5
         cf.update("tau", np.where(speed * h > 2 * D_eff, tau, 0.0))  # only where the cell Peclet number > 1
 
     # --------------------------------------------------------------------------------------- stepping
@@ -201,7 +212,7 @@ class LumpedTransport(TransportProblem):
         self.beta = self._rates["k_up"]() * w["one"]
         alpha = w["phi_c"] * (1.0 / dt + self.k_h + self.k_alk) + self.beta / self.kappa
         self.inv_alpha = np.divide(1.0, alpha, out=np.zeros_like(alpha), where=alpha > 0)
-        diagonal = w["phi"] * (1.0 / dt + self.k_h) + x["lymph"] + self.beta + x["b"]
+        diagonal = w["storage"] / dt + w["phi"] * self.k_h + x["lymph"] + self.beta + x["b"]
         diagonal -= self.beta**2 / self.kappa * self.inv_alpha
         owned = self.scale * diagonal[: self.n_owned]
         owned[self._bc_dofs] = 0.0  # Dirichlet rows keep the unit diagonal of the assembly
@@ -215,7 +226,7 @@ class LumpedTransport(TransportProblem):
         if self.sources is not None:
             self.sources.assemble()
             cellular = cellular + self.sources["C_c"]
-        rhs = w["phi"] * self.C_old.x.array / dt + self.beta / self.kappa * self.inv_alpha * cellular
+        rhs = w["storage"] * self.C_old.x.array / dt + self.beta / self.kappa * self.inv_alpha * cellular
         return self.scale * rhs[: self.n_owned]
 
     def _eliminate(self) -> None:
@@ -287,6 +298,7 @@ class LumpedTransport(TransportProblem):
             return float(self.C_p.value) * a_total - b
         pairs = {
             "free": [(w["phi"], C)],
+            "albumin_bound": [(w["storage"] - w["phi"], C)],
             "cellular": [(w["phi_c"], Cc)],
             "bound": [(w["one"], A)],
             "lymph_out": [(x["lymph"], C)],

@@ -47,6 +47,7 @@ class MixedTransport(TransportProblem):
         prefix: str = "transport_",
         ds: ufl.Measure | None = None,
         lumped: bool = False,
+        binding: ufl.core.expr.Expr | None = None,
     ) -> None:
         """``bcs_factory(FreeDrugSpace)`` returns Dirichlet conditions on C; ``sources`` three extra
         volumetric sources (manufactured solutions). ``lumped``: integrate every zero-order term (storage,
@@ -65,7 +66,9 @@ class MixedTransport(TransportProblem):
         self.w_unit = fem.Function(self.W)  # response to a unit perfusate concentration
         self.C_p = fem.Constant(mesh, 0.0)  # perfusate concentration (kg/m^3)
         self.dt = dt
-        u_vel = velocity
+        binding = fem.Constant(mesh, 0.0) if binding is None else binding
+        carried = 1.0 + binding  # free plus albumin-bound: stored, convected and drained with lymph
+        u_vel = carried * velocity
         # One quadrature rule for every form, matrix and balance functionals alike: the drug balance is
         # then an identity of the discrete equations (the estimated degree of exp() terms is also huge).
         dx = ufl.Measure("dx", domain=mesh, metadata={"quadrature_degree": 2 * degree + 2})
@@ -76,35 +79,36 @@ class MixedTransport(TransportProblem):
         Cn, Ccn, An = ufl.split(self.w_old)
         a_ex, b_ex = exchange.coefficients()
         k = kinetics
-        lymph_out = ufl.max_value(lymph, 0.0)  # drug leaves with lymph; no backflow from lymphatics
+        lymph_out = ufl.max_value(lymph, 0.0) * carried  # drug leaves with lymph; no backflow from lymphatics
         uptake = k.k_up * (C - Cc / k.kappa)
         loss = lymph_out * C + phi * k.k_h * C + uptake + b_ex * C  # per volume, excluding storage
         ds_all = ds if ds is not None else ufl.ds
         n = ufl.FacetNormal(mesh)
         outflow = ufl.max_value(ufl.dot(u_vel, n), 0.0)
+        storage = phi * carried
         a = (
-            phi * C / dt * v * dm
-            + phi * k.D * ufl.inner(ufl.grad(C), ufl.grad(v)) * dx
+            storage * C / dt * v * dm
+            + k.D * ufl.inner(ufl.grad(C), ufl.grad(v)) * dx
             - C * ufl.inner(u_vel, ufl.grad(v)) * dx
             + outflow * C * v * ds_all
             + loss * v * dm
             + (phi_c * Cc / dt - uptake + phi_c * (k.k_h + k.k_alk) * Cc) * vc * dm
             + (A / dt - phi_c * k.k_alk * Cc) * va * dm
         )
-        old = phi * Cn / dt * v * dm + phi_c * Ccn / dt * vc * dm + An / dt * va * dm
+        old = storage * Cn / dt * v * dm + phi_c * Ccn / dt * vc * dm + An / dt * va * dm
         unit = a_ex * v * dm
         if sources is not None:
             old += sources[0] * v * dm + sources[1] * vc * dm + sources[2] * va * dm
         if stabilisation:
             h = ufl.CellDiameter(mesh)
             speed = ufl.sqrt(ufl.inner(u_vel, u_vel) + 1e-40)
-            D_eff = phi * k.D
+            D_eff = k.D
             cell_peclet = speed * h / (2 * D_eff)
-            tau = ((2 * phi / dt) ** 2 + (2 * speed / h) ** 2 + 9 * (4 * D_eff / h**2) ** 2) ** -0.5
+            tau = ((2 * storage / dt) ** 2 + (2 * speed / h) ** 2 + 9 * (4 * D_eff / h**2) ** 2) ** -0.5
             tau = ufl.conditional(ufl.gt(cell_peclet, 1.0), tau, 0.0)
             streamline = tau * ufl.inner(u_vel, ufl.grad(v))
-            a += (phi * C / dt + ufl.inner(u_vel, ufl.grad(C)) + ufl.div(u_vel) * C + loss) * streamline * dx
-            old += phi * Cn / dt * streamline * dx
+            a += (storage * C / dt + ufl.inner(u_vel, ufl.grad(C)) + ufl.div(u_vel) * C + loss) * streamline * dx
+            old += storage * Cn / dt * streamline * dx
             unit += a_ex * streamline * dx
             if sources is not None:
                 old += sources[0] * streamline * dx
@@ -123,6 +127,7 @@ class MixedTransport(TransportProblem):
         self.comm = mesh.comm
         self.forms = {
             "free": fem.form(phi * C_ * dm),
+            "albumin_bound": fem.form(phi * binding * C_ * dm),
             "cellular": fem.form(phi_c * Cc_ * dm),
             "bound": fem.form(A_ * dm),
             "vascular_in": fem.form((a_ex * self.C_p - b_ex * C_) * dm),
