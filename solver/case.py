@@ -300,6 +300,7 @@ class Physics(Strict):
 
 class Numerics(Strict):
     dt: Q(U.TIME, Pos)
+    end_time: Q(U.TIME, Pos) | None = None  # simulated time of a case without a protocol (default: one step)
     degree: Annotated[int, Field(ge=1, le=2)] = 1
     stabilisation: bool = True
     mass_lumping: bool = True  # drug transport at P1: lumped zero-order terms keep concentrations >= 0
@@ -559,8 +560,13 @@ def _check_values(path: Path, case: Case, raw: dict[str, Any]) -> None:
 def _check_protocol(path: Path, case: Case, raw: dict[str, Any]) -> None:
     """Events inside the run, schedules sorted, a time step that fits the run."""
     p = case.protocol
-    end = p.end_time if p else None
+    end = p.end_time if p else case.numerics.end_time
     dt_raw = _shown(_raw(raw, "numerics", "dt"))
+    if p is not None and case.numerics.end_time is not None:
+        raise CaseError(
+            f"{path}: numerics.end_time = {_shown(_raw(raw, 'numerics', 'end_time'))}: a case with a protocol ends at"
+            " protocol.end_time; expected numerics.end_time only without a protocol"
+        )
     if p is not None:
         ends = f"protocol.end_time = {_shown(_raw(raw, 'protocol', 'end_time'))}"
         points = p.inflow_temperature

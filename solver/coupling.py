@@ -177,6 +177,16 @@ class CoupledModel:
                 bcs.append(fem.dirichletbc(value, dofs, self.V))
         return bcs
 
+    @property
+    def filtration(self) -> ufl.core.expr.Expr:
+        """Jv/V (1/s): the Starling filtration, or zero without the pressure equation (diffusion-only exchange)."""
+        return self.pressure.filtration() if self.case.physics.pressure else fem.Constant(self.tm.mesh, 0.0)
+
+    @property
+    def lymph(self) -> ufl.core.expr.Expr:
+        """JL/V (1/s): lymph drainage, or zero without the pressure equation."""
+        return self.pressure.lymph() if self.case.physics.pressure else fem.Constant(self.tm.mesh, 0.0)
+
     def _build_pressure(self) -> None:
         m = self.mat
         pe = m["p_v"] - m["sigma_p"] * (m["pi_v"] - m["pi_i"])
@@ -233,7 +243,7 @@ class CoupledModel:
         f_u = fem.Constant(self.tm.mesh, f_u_perfusate)
         binding = m.make({r: self.tissue[r].albumin_ratio * affinity for r in self.tm.regions}, f"B_{name}")
         exchange = Exchange(
-            Jv=self.pressure.filtration(),
+            Jv=self.filtration,
             PS=params.P * m["P_factor"] * m["S_V"],
             omega=m["omega"],
             sigma_d=params.sigma_d,
@@ -248,7 +258,7 @@ class CoupledModel:
             m["phi"],
             m["phi_c"],
             self.pressure.u,
-            self.pressure.lymph(),
+            self.lymph,
             exchange,
             kinetics,
             self.dt,
@@ -353,8 +363,10 @@ class CoupledModel:
         return {r: w * Q / total for r, w in weights.items()}
 
     def solve_pressure(self) -> None:
-        """Solve the (steady) pressure and Darcy flux; drug exchange and lymph follow at the next step."""
-        self.pressure.solve()
+        """Solve the (steady) pressure and Darcy flux; drug exchange and lymph follow at the next step. With
+        ``physics.pressure = false`` nothing is solved: p and u stay zero, and so do filtration and lymph."""
+        if self.case.physics.pressure:
+            self.pressure.solve()
         self.exchange_stale = True
         self._pressure_for = (self.tnf_state, self.isolated)
 

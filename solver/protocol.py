@@ -27,7 +27,7 @@ class Schedule:
 
     @classmethod
     def of(cls, case: Case) -> Schedule:
-        end = case.protocol.end_time if case.protocol else case.numerics.dt
+        end = case.protocol.end_time if case.protocol else (case.numerics.end_time or case.numerics.dt)
         return cls(case.protocol, end, case.output.interval)
 
     # ------------------------------------------------------------------------------------- circuit

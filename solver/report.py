@@ -57,6 +57,7 @@ def outcome_rows(summary: dict, coverage: dict[str, plots.DoseVolume]) -> list[l
                 *(h.covered(f) if h else "-" for f in plots.COVERAGE_LEVELS),
                 clinical("C", r["peak_free_max"]) if "peak_free_max" in r else "-",
                 clinical("A", r["adducts_mean"]) if "adducts_mean" in r else "-",
+                r.get("tissue_drug_ug_per_g", "-"),
                 r["temperature_max_degC"],
                 r["cem43_max_min"],
                 clinical("p", r["pressure_mean_Pa"]),
@@ -73,6 +74,7 @@ OUTCOME_HEADER = [
     *(f"AUC{int(100 * f)} (mg min/L)" for f in plots.COVERAGE_LEVELS),
     "peak free C (mg/L)",
     "mean adducts (mg/L)",
+    "parent drug at end of perfusion (ug/g)",
     "peak T (degC)",
     "max CEM43 (min)",
     "mean IFP (mmHg)",
@@ -142,25 +144,25 @@ def _case_section(folder: Path) -> str:
 def _outcomes_section(summary: dict, coverage: dict[str, plots.DoseVolume]) -> str:
     out = [html_table(OUTCOME_HEADER, outcome_rows(summary, coverage))]
     rows = []
+    tracer = summary.get("tracer_leak_fraction", 0.0)
+    verdict = "within" if tracer <= LEAK_LIMIT else "above"
     for name, a in summary["agents"].items():
-        leak = a["systemic_leak_fraction"]
-        verdict = "within" if leak <= LEAK_LIMIT else "above"
+        curve = [a.get(k, "-") for k in ("peak_perfusate_mg_per_L", "perfusate_half_life_min")]
         rows.append(
-            [name, a["dose_kg"] * 1e6, 100 * leak, verdict, a["peak_systemic_mg_per_L"], a["systemic_auc_mg_min_per_L"]]
+            [name, a["dose_kg"] * 1e6, 100 * tracer, verdict, 100 * a["systemic_leak_fraction"], *curve]
+            + [a.get("perfusate_systemic_auc_ratio", "-"), a["peak_systemic_mg_per_L"], a["systemic_auc_mg_min_per_L"]]
         )
     if rows:
+        header = ["agent", "dose (mg)", "tracer leak (%)", "10 % rule", "drug leaked while isolated (% of dose)"]
+        header += ["peak perfusate (mg/L)", "perfusate half-life (min)", "perfusate / systemic AUC"]
+        header += ["peak systemic, release included (mg/L)", "systemic AUC, release included (mg min/L)"]
+        out.append(html_table(header, rows))
         out.append(
-            html_table(
-                [
-                    "agent",
-                    "dose (mg)",
-                    "systemic leak (% of dose)",
-                    "10 % rule",
-                    "peak systemic (mg/L)",
-                    "systemic AUC (mg min/L)",
-                ],
-                rows,
-            )
+            '<p class="note">Tracer leak: systemic tracer (a perfusate marker that neither decays nor crosses '
+            "vessels) against the concentration complete mixing would give, the largest value while the limb was "
+            "isolated: the clinic's leak percentage, to which the 10 % rule applies. Parent drug per gram: free, "
+            "albumin-bound and cellular drug and the drug in the tissue's own blood, region mean at the end of "
+            "perfusion (adducts apart), as biopsies measure it.</p>"
         )
     out.append(
         '<p class="note">AUC<i>n</i>: the free-drug AUC reached by at least <i>n</i> % of the region volume (from '

@@ -200,7 +200,12 @@ OUTCOMES = {  # column -> (label, function of summary)
         "tumour peak T (degC)",
         lambda s: _region(s, "tumour", "temperature_max_degC", None),
     ),
-    "systemic_leak_percent": ("systemic leak (% of dose)", lambda s: 100 * s["systemic_leak_fraction"]),
+    "tumour_tissue_drug_ug_per_g": (
+        "tumour parent drug at end of perfusion (ug/g)",
+        lambda s: _region(s, "tumour", "tissue_drug_ug_per_g", None),
+    ),
+    "tracer_leak_percent": ("tracer leak (%)", lambda s: 100 * s.get("tracer_leak_fraction", float("nan"))),
+    "systemic_leak_percent": ("drug leaked while isolated (% of dose)", lambda s: 100 * s["systemic_leak_fraction"]),
     "drug_balance_relative_error": ("drug balance error", lambda s: s["drug_balance_relative_error"]),
 }
 

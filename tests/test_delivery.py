@@ -204,3 +204,41 @@ def test_binding_aware_exchange_limits(comm, PS, omega, f_u, limit):
     assert tuple(_value(comm, e, msh) for e in with_flow) == pytest.approx(
         exchange(3e-5, PS, omega, 0.1, f_u), rel=1e-9
     )
+
+
+def test_pressure_off_means_no_interstitial_flow(comm):
+    """physics.pressure = false is honoured (it was accepted and ignored): no pressure solve, no Darcy flux, no
+    filtration and no lymph; drug crosses vessel walls by diffusion only, and the balance still closes."""
+    raw = _uniform_case("1 min")
+    raw["protocol"]["end_time"] = "30 min"
+    raw["physics"] = {"pressure": False}
+    case = parse_case_tree(raw, ROOT / "cases" / "well-mixed.toml")
+    model = CoupledModel(case, meshing.generate(case, comm))
+    result = Simulation(model).run()
+    assert model.pressure.system.iterations == []  # never solved
+    assert comm.allreduce(float(np.abs(model.pressure.u.x.array).max(initial=0.0)), op=MPI.MAX) == 0.0
+    assert _value(comm, model.filtration, model.tm.mesh) == 0.0 and _value(comm, model.lymph, model.tm.mesh) == 0.0
+    s = result.summary
+    assert s["drug_balance_relative_error"] < 1e-10
+    assert s["agents"]["melphalan"]["balance_kg"]["lymph_pool"] == 0.0
+    assert s["regions"]["muscle"]["auc_free_mean"] > 0  # exchange by diffusion alone
+
+
+def test_heat_only_case_needs_no_protocol(comm):
+    """A heat-only case runs without a dummy perfusion protocol: arterial blood at 37 C, numerics.end_time."""
+    raw = {
+        "title": "heat only",
+        "mesh": {"generator": "cylinder", "radius": "3 cm", "length": "6 cm", "cell_size": "1.5 cm"},
+        "boundaries": {"skin_surface": {"heat": {"type": "robin", "h": "10 W/(m^2 K)", "ambient": "20 degC"}}},
+        "physics": {"pressure": False, "drug": False},
+        "numerics": {"dt": "1 min", "end_time": "10 min"},
+    }
+    case = parse_case_tree(raw, ROOT / "cases" / "heat-only.toml")
+    model = CoupledModel(case, meshing.generate(case, comm))
+    result = Simulation(model).run()
+    assert result.summary["steps"] == 10
+    T_min = comm.allreduce(float(model.T.x.array.min()), op=MPI.MIN)
+    T_max = comm.allreduce(float(model.T.x.array.max()), op=MPI.MAX)
+    rows = result.series
+    assert rows[-1]["T_muscle_mean_degC"] < rows[0]["T_muscle_mean_degC"] - 0.5  # cooled through the skin
+    assert T_min < 310.15 - 1.0 and T_max < 310.15 + 0.5  # from blood at 37 C; metabolism adds little
