@@ -70,8 +70,14 @@ def targets(root: Path) -> list[list[str]]:
         if not (root / name / "summary.json").exists():
             continue
         s, _, _ = _load(root / name)
-        tissue = {r: s["regions"][r].get("tissue_drug_ug_per_g") for r in ("tumour", "muscle", "skin")}
-        clinic = {"tumour": 6.8, "muscle": 6.5, "skin": 3.2}
+        regions = s["regions"]
+        tissue = {r: regions[r].get("tissue_drug_ug_per_g") for r in ("tumour", "muscle", "skin")}
+        # Klaase's "skin/subcutis" biopsy holds skin with its subcutaneous fat: their mass-weighted mean
+        density = json.loads((root / name / "case_resolved.json").read_text())["tissue"]
+        mass = {r: regions[r]["volume_m3"] * density[r]["density"] for r in ("skin", "fat")}
+        drug = sum(regions[r]["tissue_drug_ug_per_g"] * mass[r] for r in mass)
+        tissue["skin/subcutis"] = drug / sum(mass.values())
+        clinic = {"tumour": 6.8, "muscle": 6.5, "skin": 3.2, "skin/subcutis": 3.2}
         for region, value in tissue.items():
             if value is not None:
                 add(f"tissue melphalan at end of perfusion, {region} (ug/g)", f"{clinic[region]}",
@@ -81,8 +87,9 @@ def targets(root: Path) -> list[list[str]]:
             continue
         s, _, _ = _load(root / name)
         a = s["agents"]["melphalan"]
-        add("perfusate / systemic AUC", "37.8 (2.1-131)", f"{a['perfusate_systemic_auc_ratio']:.1f}",
-            f"{a['perfusate_systemic_auc_ratio'] / 37.8:.2f}", name)  # fmt: skip
+        ratio = a["perfusate_auc_mg_min_per_L"] / a["systemic_auc_inf_mg_min_per_L"]
+        add("perfusate / systemic AUC (systemic to infinity)", "37.8 (2.1-131)", f"{ratio:.1f}",
+            f"{ratio / 37.8:.2f}", name)  # fmt: skip
         add("peak perfusate melphalan (ug/mL)", "6.1-115", f"{a['peak_perfusate_mg_per_L']:.1f}", "in range"
             if 6.1 <= a["peak_perfusate_mg_per_L"] <= 115 else "outside", name)  # fmt: skip
         add("tracer leak, cumulative maximum (%)", "2.7 (0-21)", f"{100 * s['tracer_leak_fraction']:.2f}",

@@ -362,6 +362,11 @@ class Simulation:
                 "released_to_body_kg": a.circuit.totals["released"],  # blood and lymph pool at release
                 **self._perfusate_curve(a),
             }
+            c = a.circuit
+            if c.clearance > 0:  # extrapolated to infinite time with the body's elimination; the drug still in
+                # the limb returning to blood after the run is not counted (a lower bound), for PK comparisons
+                tail = c.C_s * c.V_s / c.clearance
+                s["agents"][a.name]["systemic_auc_inf_mg_min_per_L"] = clinical("AUC", a.auc_systemic + tail)
         s["drug_balance_relative_error"] = max(
             (v["drug_balance_relative_error"] for v in s["agents"].values()), default=0.0
         )

@@ -89,7 +89,8 @@ def test_vtkhdf_opens_in_pyvista_with_the_summary_values(small):
     assert names <= set(grid.array_names)
     for name in names:
         assert np.isfinite(grid[name]).all(), name
-    assert 36.0 <= grid["T_degC"].min() and grid["T_degC"].max() <= 40.0
+    # between the 30 C ambient of the skin and the 40 C inflow (after release the skin cools at rest perfusion)
+    assert 30.0 <= grid["T_degC"].min() and grid["T_degC"].max() <= 40.0
     tumour = grid.threshold([0.5, 1.5], scalars="region")
     integral = tumour.integrate_data()
     mean_auc = integral["AUC_melphalan_mg_min_per_L"][0] / integral["Volume"][0]
