@@ -154,7 +154,7 @@ def test_slurm_warning_signal_checkpoints_and_the_next_job_resumes(tmp_path, slu
     assert second.returncode == 0, second.stderr
     summary = json.loads((out / "summary.json").read_text())
     assert [s["ranks"] for s in summary["segments"]] == [2, 2]
-    assert summary["segments"][0]["to_min"] > 10 and summary["segments"][1]["to_min"] == 40
+    assert summary["segments"][0]["to_min"] >= 10 and summary["segments"][1]["to_min"] == 65
     assert summary["drug_balance_relative_error"] < 1e-10
     third = subprocess.run([*submit[:2], "--wait", *submit[2:]], cwd=tmp_path, capture_output=True, text=True, env=env)
     job3 = third.stdout.strip().split(";")[0]
