@@ -32,6 +32,8 @@ import numpy as np
 from dolfinx import fem
 from mpi4py import MPI
 
+from solver import results
+
 NAME = "checkpoint"
 FORMAT = 2  # 2: the model's state under "model" (CoupledModel.state)
 
@@ -117,7 +119,7 @@ def write(
             np.save(tmp / f"{name}.npy", np.concatenate(gathered)[perm])
     if comm.rank == 0:
         state = {"format": FORMAT, "ranks": comm.size, "fields": sorted(fields), **state}
-        (tmp / "state.json").write_text(json.dumps(state, indent=1) + "\n")
+        (tmp / results.CHECKPOINT_STATE).write_text(json.dumps(state, indent=1) + "\n")
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)
@@ -129,13 +131,13 @@ def write(
 def find(folder: Path) -> Path | None:
     """The checkpoint of a results folder: ``checkpoint``, or the previous one when a swap was cut short."""
     for name in (NAME, f".{NAME}.old"):
-        if (folder / name / "state.json").exists():
+        if (folder / name / results.CHECKPOINT_STATE).exists():
             return folder / name
     return None
 
 
 def read_state(path: Path) -> dict[str, Any]:
-    state = json.loads((path / "state.json").read_text())
+    state = json.loads((path / results.CHECKPOINT_STATE).read_text())
     if state.get("format") != FORMAT:
         raise CheckpointError(f"{path}: checkpoint format {state.get('format')}, this isolimb reads {FORMAT}")
     return state

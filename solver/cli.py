@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
+from solver import results
 from solver.case import CaseError, load_case, resolved
 
-RESULT_MARKERS = ("run.log", "summary.json", "provenance.json")  # files only an isolimb results folder has
+RESULT_MARKERS = (results.RUN_LOG, results.SUMMARY, results.PROVENANCE)  # files only an isolimb results folder has
 EXIT_STOPPED = 75  # EX_TEMPFAIL: stopped early with a checkpoint; run again with --resume
 
 
@@ -53,7 +54,7 @@ def cmd_mesh(args: argparse.Namespace, comm: MPI.Comm) -> None:
 
     case = load_case(Path(args.case), comm)
     out = Path(args.output) if args.output else Path(args.case) / "mesh"
-    exists = comm.rank == 0 and (out / "mesh.xdmf").exists() and not args.force
+    exists = comm.rank == 0 and (out / results.MESH).exists() and not args.force
     refuse_if(comm, f"{out}/mesh.xdmf exists; pass --force to overwrite it" if exists else None)
     refuse_if(comm, _folder_problem(out) if comm.rank == 0 else None)
     start = time.perf_counter()
@@ -102,7 +103,7 @@ def _resume_problem(folder: Path, case) -> str | None:
         return f"--resume {folder}: not an isolimb results folder (no run.log or summary.json)"
     path = checkpoint.find(folder)
     if path is None:
-        finished = (folder / "summary.json").exists()
+        finished = (folder / results.SUMMARY).exists()
         why = "the run finished (summary.json is there)" if finished else "the run wrote none"
         return f"--resume {folder}: no checkpoint to resume from ({why})"
     try:
@@ -200,7 +201,7 @@ def _run_in(args: argparse.Namespace, comm: MPI.Comm, case, folder: Path, stoppi
     if args.continue_:  # a job that may run several times: finished -> nothing, stopped -> resume, else start
         state = None
         if comm.rank == 0:
-            state = "finished" if (folder / "summary.json").exists() else None
+            state = "finished" if (folder / results.SUMMARY).exists() else None
             state = state or ("stopped" if checkpoint.find(folder) is not None else None)
         state = comm.bcast(state, root=0)
         if state == "finished":
@@ -270,7 +271,7 @@ def cmd_compare(args: argparse.Namespace, comm: MPI.Comm) -> None:
         raise UsageError(f"compare {' '.join(args.results)}: expected two or more results folders")
     folders = [results_folder(comm, f) for f in args.results]
     out = Path(args.output)
-    exists = comm.rank == 0 and (out / "compare.html").exists() and not args.force
+    exists = comm.rank == 0 and (out / results.COMPARE).exists() and not args.force
     refuse_if(comm, f"{out}/compare.html exists; pass --force to replace it" if exists else None)
     refuse_if(comm, _folder_problem(out) if comm.rank == 0 else None)
     problem = None
@@ -300,7 +301,7 @@ def cmd_sweep(args: argparse.Namespace, comm: MPI.Comm) -> None:
             if out.exists() and any(out.iterdir()):
                 if not args.force:
                     raise sweep.SweepError(f"{out} exists and is not empty; pass --force to replace it")
-                if not (out / "runs.csv").exists():
+                if not (out / results.RUNS).exists():
                     raise sweep.SweepError(f"{out} is not an isolimb sweep folder (no runs.csv); not replacing it")
                 shutil.rmtree(out)
             runs = sweep.expand(Path(args.spec), out)

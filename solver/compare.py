@@ -14,6 +14,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from solver import plots
+from solver import results as folder_files
 from solver.output import clinical, write_atomic
 from solver.report import CSS, html_image, html_table
 
@@ -24,10 +25,10 @@ class Result:
     def __init__(self, folder: Path) -> None:
         self.folder = folder
         self.label = folder.name
-        self.summary = json.loads((folder / "summary.json").read_text())
-        self.case = json.loads((folder / "case_resolved.json").read_text())
+        self.summary = json.loads((folder / folder_files.SUMMARY).read_text())
+        self.case = json.loads((folder / folder_files.CASE_RESOLVED).read_text())
         self.series = plots.read_series(folder)
-        self.regions = json.loads((folder / "mesh.json").read_text())["regions"]
+        self.regions = json.loads((folder / folder_files.MESH_META).read_text())["regions"]
         self.agent = self.summary.get("primary_agent")
         self.coverage = plots.dose_volume_of(folder)
 
@@ -163,6 +164,6 @@ def compare(folders: list[Path], out: Path) -> tuple[str, Path]:
         "<!DOCTYPE html><html><head><meta charset='utf-8'><title>isolimb comparison</title>"
         f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n"
     )
-    path = out / "compare.html"
+    path = out / folder_files.COMPARE
     write_atomic(path, page)
     return markdown(header, rows), path

@@ -8,8 +8,10 @@ import csv
 import json
 from pathlib import Path
 
+from solver import results
+
 # JSON files every finished run writes, and what post-processing needs of them
-RESULT_JSON = ("summary.json", "case_resolved.json", "mesh.json")
+RESULT_JSON = (results.SUMMARY, results.CASE_RESOLVED, results.MESH_META)
 
 
 def read_json_object(path: Path) -> dict:
@@ -60,12 +62,12 @@ def results_problem(folder: Path) -> str | None:
     """Why ``folder`` is not a whole, finished results folder (None when it is)."""
     if not folder.is_dir():
         return f"{folder}: no such results folder"
-    if not (folder / "summary.json").exists():
+    if not (folder / results.SUMMARY).exists():
         return f"{folder}: not a finished isolimb results folder (no summary.json)"
     try:
         for name in RESULT_JSON:
             read_json_object(folder / name)
-        check_table(folder / "timeseries.csv")
+        check_table(folder / results.SERIES)
     except ValueError as err:
         return str(err)
     return None

@@ -24,27 +24,29 @@ import socket
 import time
 from pathlib import Path
 
+from solver import results
+
 LOCK_NAME = ".isolimb.lock"
 HEARTBEAT = 60.0  # s between touches of a held lock
 STALE_AFTER = 900.0  # s: a lock from another host not touched for this long belongs to a dead run
 
 # Top-level names isolimb writes into a results folder (run, resume, report, checkpoints, atomic writes).
 ISOLIMB_FILES = (
-    "summary.json",
-    "timeseries.csv",
+    results.SUMMARY,
+    results.SERIES,
     "case.toml",
-    "case_resolved.json",
-    "provenance.json",
-    "run.log",
-    "mesh.xdmf",
+    results.CASE_RESOLVED,
+    results.PROVENANCE,
+    results.RUN_LOG,
+    results.MESH,
     "mesh.h5",
-    "mesh.json",
-    "fields.vtkhdf",
-    "fields.xdmf",
+    results.MESH_META,
+    results.FIELDS_VTKHDF,
+    results.FIELDS_XDMF,
     "fields.h5",
     "fields_*.bp",
-    "open_in_paraview.py",
-    "report.html",
+    results.PARAVIEW_SCRIPT,
+    results.REPORT,
     "figures",
     "checkpoint",
     ".checkpoint.tmp",

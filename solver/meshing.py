@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
+from solver import results
 from solver.case import (
     Case,
     CylinderMesh,
@@ -674,7 +675,7 @@ def write_mesh(tm: TaggedMesh, folder: Path) -> Path:
     if tm.comm.rank == 0:
         folder.mkdir(parents=True, exist_ok=True)
     tm.comm.barrier()
-    path = folder / "mesh.xdmf"
+    path = folder / results.MESH
     with XDMFFile(tm.comm, path, "w") as f:
         f.write_mesh(tm.mesh)
         tm.cell_tags.name = "regions"  # type: ignore[attr-defined]
@@ -683,7 +684,7 @@ def write_mesh(tm: TaggedMesh, folder: Path) -> Path:
         f.write_meshtags(tm.facet_tags, tm.mesh.geometry)  # type: ignore[attr-defined]
     if tm.comm.rank == 0:
         names = {"regions": tm.regions, "boundaries": tm.boundaries}
-        (folder / "mesh.json").write_text(json.dumps(names, indent=2) + "\n")
+        (folder / results.MESH_META).write_text(json.dumps(names, indent=2) + "\n")
     tm.comm.barrier()
     return path
 
@@ -693,9 +694,9 @@ def read_mesh(folder: Path, comm: MPI.Comm) -> TaggedMesh:
     from dolfinx.io import XDMFFile
 
     folder = Path(folder)
-    names = json.loads((folder / "mesh.json").read_text()) if comm.rank == 0 else None
+    names = json.loads((folder / results.MESH_META).read_text()) if comm.rank == 0 else None
     names = comm.bcast(names, root=0)
-    with XDMFFile(comm, folder / "mesh.xdmf", "r") as f:
+    with XDMFFile(comm, folder / results.MESH, "r") as f:
         mesh = f.read_mesh(name="mesh")
         mesh.topology.create_connectivity(2, 3)
         cell_tags = f.read_meshtags(mesh, name="regions")

@@ -16,6 +16,7 @@ from dolfinx import fem
 from dolfinx.io import VTXWriter
 from mpi4py import MPI
 
+from solver import results
 from solver.gathered import GatheredFieldWriter
 
 
@@ -111,8 +112,8 @@ class FieldOutput:
                 {"region": ids},
                 point,
                 cell,
-                vtkhdf=folder / "fields.vtkhdf" if "vtkhdf" in formats else None,
-                xdmf=folder / "fields.xdmf" if "xdmf" in formats else None,
+                vtkhdf=folder / results.FIELDS_VTKHDF if "vtkhdf" in formats else None,
+                xdmf=folder / results.FIELDS_XDMF if "xdmf" in formats else None,
                 resume_at=resume_at,
             )
 

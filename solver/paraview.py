@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
+from solver import results
 from solver.output import write_atomic
 from solver.vtkhdf import VTKHDFSeries
 
-TEMPLATE = Path(__file__).parent / "templates" / "open_in_paraview.py"
+TEMPLATE = Path(__file__).parent / "templates" / results.PARAVIEW_SCRIPT
 # ParaView colour presets per quantity (names present in ParaView 5.11 and later)
 COLOUR_MAPS = {
     "T": "Inferno (matplotlib)",
@@ -68,8 +69,8 @@ def _range(blocks) -> list[float]:
 
 def write_script(folder: Path) -> Path:
     """Write ``folder/open_in_paraview.py`` (serial; call on one rank)."""
-    series = VTKHDFSeries(folder / "fields.vtkhdf")
-    regions = json.loads((folder / "mesh.json").read_text())["regions"]
+    series = VTKHDFSeries(folder / results.FIELDS_VTKHDF)
+    regions = json.loads((folder / results.MESH_META).read_text())["regions"]
     ranges = field_ranges(series)
     auc = [n for n in ranges if n.startswith("AUC_")]
     default = auc[0] if auc else ("T_degC" if "T_degC" in ranges else next(iter(ranges)))
@@ -85,6 +86,6 @@ def write_script(folder: Path) -> Path:
         "default_field": default,
     }
     text = TEMPLATE.read_text().replace("SETTINGS: dict = {}  # filled in by isolimb", f"SETTINGS: dict = {settings!r}")
-    path = folder / "open_in_paraview.py"
+    path = folder / results.PARAVIEW_SCRIPT
     write_atomic(path, text)
     return path

@@ -16,6 +16,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from solver import results
 from solver.output import clinical  # noqa: E402
 from solver.paraview import cell_centroids, region_centre  # noqa: E402
 from solver.vtkhdf import VTKHDFSeries  # noqa: E402
@@ -25,7 +26,7 @@ COVERAGE_LEVELS = (0.9, 0.5)  # AUC_90, AUC_50: the AUC reached by at least 90 %
 
 def read_series(folder: Path) -> dict[str, np.ndarray]:
     """``timeseries.csv`` as columns."""
-    with open(folder / "timeseries.csv", newline="") as f:
+    with open(folder / results.SERIES, newline="") as f:
         rows = list(csv.DictReader(f))
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]} if rows else {}
 
@@ -48,7 +49,7 @@ def save(fig, path: Path) -> Path:
 def time_series_plots(folder: Path, out: Path) -> dict[str, Path]:
     """PNG plots of the time series; returns title -> file."""
     s = read_series(folder)
-    summary = json.loads((folder / "summary.json").read_text())
+    summary = json.loads((folder / results.SUMMARY).read_text())
     t = s["time_min"]
     made: dict[str, Path] = {}
     for agent in summary.get("agents", {}):
@@ -76,7 +77,7 @@ def time_series_plots(folder: Path, out: Path) -> dict[str, Path]:
     if "p_tumour_mean_Pa" in s:
         fig, ax = figure("Tumour interstitial fluid pressure (mean)", "pressure (mmHg)")
         ax.plot(t, clinical("p", s["p_tumour_mean_Pa"]), color="C2")
-        tnf = (json.loads((folder / "case_resolved.json").read_text()).get("protocol") or {}).get("tnf")
+        tnf = (json.loads((folder / results.CASE_RESOLVED).read_text()).get("protocol") or {}).get("tnf")
         if tnf:
             ax.axvline(tnf["time"] / 60.0, color="k", ls=":", label="TNF dose")
             ax.legend()
@@ -122,14 +123,14 @@ def dose_volume(series: VTKHDFSeries, array: str, regions: dict[str, int], step:
 def dose_volume_of(folder: Path) -> dict[str, DoseVolume]:
     """Per-region histograms of the primary agent's free-drug AUC at the end of a results folder's run
     (empty without a drug, without ``fields.vtkhdf`` or without the AUC array)."""
-    agent = json.loads((folder / "summary.json").read_text()).get("primary_agent")
+    agent = json.loads((folder / results.SUMMARY).read_text()).get("primary_agent")
     name = f"AUC_{agent}_mg_min_per_L"
-    if not agent or not (folder / "fields.vtkhdf").exists():
+    if not agent or not (folder / results.FIELDS_VTKHDF).exists():
         return {}
-    series = VTKHDFSeries(folder / "fields.vtkhdf")
+    series = VTKHDFSeries(folder / results.FIELDS_VTKHDF)
     if name not in series.point_names:
         return {}
-    return dose_volume(series, name, json.loads((folder / "mesh.json").read_text())["regions"])
+    return dose_volume(series, name, json.loads((folder / results.MESH_META).read_text())["regions"])
 
 
 def dvh_plot(
@@ -167,9 +168,9 @@ def slice_renders(folder: Path, out: Path) -> dict[str, Path]:
     from vtkmodules.vtkCommonCore import vtkLogger
 
     vtkLogger.SetStderrVerbosity(vtkLogger.VERBOSITY_OFF)  # no warning when falling back from X to EGL/OSMesa
-    path = folder / "fields.vtkhdf"
+    path = folder / results.FIELDS_VTKHDF
     series = VTKHDFSeries(path)
-    regions = json.loads((folder / "mesh.json").read_text())["regions"]
+    regions = json.loads((folder / results.MESH_META).read_text())["regions"]
     centre = region_centre(series, regions.get("tumour"))
     reader = pv.get_reader(str(path))
     reader.reader.UpdateInformation()

@@ -15,6 +15,7 @@ from dolfinx import fem, geometry
 from dolfinx.io import vtkhdf
 from mpi4py import MPI
 
+from solver import results
 from solver.vtkhdf import VTKHDFSeries, node_to_dof
 
 
@@ -65,7 +66,7 @@ def probe(comm: MPI.Comm, folder: Path, field: str, points: np.ndarray, time: fl
 
     Returns (time used, values of shape (n, components)); the values are valid on rank 0.
     """
-    path = folder / "fields.vtkhdf"
+    path = folder / results.FIELDS_VTKHDF
     problem = None
     if comm.rank == 0:
         if not path.exists():

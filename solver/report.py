@@ -12,7 +12,7 @@ import html
 import json
 from pathlib import Path
 
-from solver import plots
+from solver import plots, results
 from solver.output import clinical, write_atomic
 
 SECTIONS = ("Case", "Outcomes", "Time series", "Drug-volume histogram", "Slices", "Drug balance", "Provenance")
@@ -83,11 +83,11 @@ OUTCOME_HEADER = [
 
 def build(folder: Path) -> Path:
     """Make the figures and write ``folder/report.html``; returns its path."""
-    summary = json.loads((folder / "summary.json").read_text())
-    prov = json.loads((folder / "provenance.json").read_text()) if (folder / "provenance.json").exists() else {}
+    summary = json.loads((folder / results.SUMMARY).read_text())
+    prov = json.loads((folder / results.PROVENANCE).read_text()) if (folder / results.PROVENANCE).exists() else {}
     figures = folder / "figures"
     figures.mkdir(exist_ok=True)
-    has_fields = (folder / "fields.vtkhdf").exists()
+    has_fields = (folder / results.FIELDS_VTKHDF).exists()
     coverage = plots.dose_volume_of(folder)
     auc_name = f"AUC_{summary.get('primary_agent')}_mg_min_per_L"
     parts = [f"<h1>{html.escape(summary['title'])}</h1>", _headline(summary, prov, folder)]
@@ -119,7 +119,7 @@ def build(folder: Path) -> Path:
         f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(summary['title'])}</title>"
         f"<style>{CSS}</style></head><body>{''.join(parts)}</body></html>\n"
     )
-    path = folder / "report.html"
+    path = folder / results.REPORT
     write_atomic(path, page)
     return path
 
@@ -135,7 +135,7 @@ def _headline(summary: dict, prov: dict, folder: Path) -> str:
 def _case_section(folder: Path) -> str:
     source = folder / "case.toml"
     text = (
-        source.read_text() if source.exists() else json.dumps(json.loads((folder / "case_resolved.json").read_text()))
+        source.read_text() if source.exists() else json.dumps(json.loads((folder / results.CASE_RESOLVED).read_text()))
     )
     name = "case.toml (as given)" if source.exists() else "case_resolved.json (SI units)"
     return f'<p class="note">{name}; the case in SI units is in case_resolved.json.</p><pre>{html.escape(text)}</pre>'

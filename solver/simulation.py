@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from solver import checkpoint, meshing, paraview, provenance
+from solver import checkpoint, meshing, paraview, provenance, results
 from solver.case import Case
 from solver.checkpoint import NodalSpace, RunStopped, StopFlag
 from solver.coupling import Agent, CoupledModel, ModelState
@@ -75,7 +75,7 @@ class Simulation:
         self.recorders: list[Recorder] = [ProgressRecorder(self.log, model)]
         if folder is not None:
             self.recorders += [
-                SeriesRecorder(self.comm, folder / "timeseries.csv"),
+                SeriesRecorder(self.comm, folder / results.SERIES),
                 FieldRecorder(model, folder, resume_at),
             ]
         self.region_dofs = self._region_dofs()
@@ -436,7 +436,7 @@ def run_case(
         if source is not None and restart is None:  # the case file as given, beside case_resolved.json (SI)
             shutil.copyfile(source, folder / "case.toml")
     comm.barrier()
-    log = RunLog(comm, folder / "run.log", quiet)
+    log = RunLog(comm, folder / results.RUN_LOG, quiet)
     say = log.say
     start = time.perf_counter()
     say(f"isolimb: {case.title} on {comm.size} rank(s)")
@@ -472,8 +472,8 @@ def run_case(
     result.summary["mesh"] = {**stats, "seconds": mesh_seconds}
     result.summary["dofs"] = dofs
     result.summary["ranks"] = comm.size
-    write_json(comm, folder / "summary.json", result.summary)
-    write_json(comm, folder / "case_resolved.json", json.loads(case.model_dump_json()))
+    write_json(comm, folder / results.SUMMARY, result.summary)
+    write_json(comm, folder / results.CASE_RESOLVED, json.loads(case.model_dump_json()))
     if comm.rank == 0:
         facts = {
             "mesh": result.summary["mesh"],
@@ -484,8 +484,8 @@ def run_case(
             "krylov_iterations": result.summary["krylov_iterations"],
         }
         solvers = {name: system.describe() for name, system in model.linear_systems().items()}
-        write_json(comm, folder / "provenance.json", provenance.provenance(comm, started, argv or [], solvers, facts))
-        if (folder / "fields.vtkhdf").exists():
+        write_json(comm, folder / results.PROVENANCE, provenance.provenance(comm, started, argv or [], solvers, facts))
+        if (folder / results.FIELDS_VTKHDF).exists():
             paraview.write_script(folder)
         for stale in (checkpoint.NAME, f".{checkpoint.NAME}.old"):  # a finished run has nothing to resume
             shutil.rmtree(folder / stale, ignore_errors=True)

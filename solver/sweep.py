@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from solver import integrity
+from solver import integrity, results
 from solver.case import CaseError, FileMesh, parse_case_tree
 from solver.output import clinical, write_atomic
 from solver.units import ureg
@@ -114,7 +114,7 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
         folder = out / "cases" / run_id
         folder.mkdir(parents=True, exist_ok=True)
         write_atomic(folder / "case.toml", text)
-    with open(out / "runs.csv", "w", newline="") as f:
+    with open(out / results.RUNS, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["id", *names])
         writer.writeheader()
         writer.writerows(runs)
@@ -236,7 +236,7 @@ def _number(v: str) -> float:
 
 def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
     """Write ``folder/collected.csv`` and ``folder/collect_<n>.png``; return (csv, missing run ids, plots)."""
-    runs_csv = folder / "runs.csv"
+    runs_csv = folder / results.RUNS
     if not runs_csv.exists():
         raise SweepError(f"{folder}: no runs.csv (not a folder written by isolimb sweep)")
     try:
@@ -249,7 +249,7 @@ def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
     params = [k for k in runs[0] if k != "id"]
     rows, missing = [], []
     for run in runs:
-        summary_path = folder / "results" / run["id"] / "summary.json"
+        summary_path = folder / "results" / run["id"] / results.SUMMARY
         if not summary_path.exists():
             missing.append(run["id"])
             continue
@@ -262,7 +262,7 @@ def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
         rows.append(row)
     if not rows:
         raise SweepError(f"{folder}: none of the {len(runs)} runs has finished (no results/*/summary.json)")
-    path = folder / "collected.csv"
+    path = folder / results.COLLECTED
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

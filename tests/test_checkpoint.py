@@ -19,7 +19,7 @@ import pytest
 from dolfinx import fem, mesh
 from mpi4py import MPI
 
-from solver import checkpoint, cli
+from solver import checkpoint, cli, results
 from solver.case import parse_case, parse_case_tree
 from solver.checkpoint import CheckpointError, NodalSpace, RunStopped
 from solver.simulation import Stopping, run_case
@@ -43,7 +43,7 @@ def _functionals(summary: dict, prefix: str = "") -> dict[str, float]:
 
 
 def _assert_same_results(a: Path, b: Path, rel: float) -> None:
-    sa, sb = (json.loads((f / "summary.json").read_text()) for f in (a, b))
+    sa, sb = (json.loads((f / results.SUMMARY).read_text()) for f in (a, b))
     fa, fb = _functionals(sa), _functionals(sb)
     assert set(fa) == set(fb)
     assert len(fa) > 30
@@ -51,12 +51,12 @@ def _assert_same_results(a: Path, b: Path, rel: float) -> None:
         assert fb[key] == pytest.approx(value, rel=rel, abs=1e-30), key
     assert sa["steps"] == sb["steps"]
     assert sb["drug_balance_relative_error"] < 1e-10
-    rows_a, rows_b = (list(csv.DictReader((f / "timeseries.csv").open())) for f in (a, b))
+    rows_a, rows_b = (list(csv.DictReader((f / results.SERIES).open())) for f in (a, b))
     assert [r["time_min"] for r in rows_a] == [r["time_min"] for r in rows_b]  # nothing lost, nothing twice
     for ra, rb in zip(rows_a, rows_b, strict=True):
         for key in ra:
             assert float(rb[key]) == pytest.approx(float(ra[key]), rel=rel, abs=1e-9), (ra["time_min"], key)
-    va, vb = VTKHDFSeries(a / "fields.vtkhdf"), VTKHDFSeries(b / "fields.vtkhdf")
+    va, vb = VTKHDFSeries(a / results.FIELDS_VTKHDF), VTKHDFSeries(b / results.FIELDS_VTKHDF)
     assert np.array_equal(va.times, vb.times)
     assert np.array_equal(va.points(), vb.points())  # input order: the same file layout at any rank count
     for name in va.point_names:
@@ -81,15 +81,15 @@ def test_stopped_and_resumed_run_equals_an_uninterrupted_one(comm, shared_tmp, w
     with pytest.raises(RunStopped) as stopped:
         run_case(case, pieces, comm, quiet=True, stopping=stop)
     assert stopped.value.t == pytest.approx(17 * 60.0)
-    assert not (pieces / "summary.json").exists()
+    assert not (pieces / results.SUMMARY).exists()
     state = checkpoint.read_state(pieces / "checkpoint")
     assert state["time"] == pytest.approx(17 * 60.0) and state["ranks"] == comm.size
     run_case(case, pieces, comm, quiet=True, restart=pieces / "checkpoint")
     _assert_same_results(whole, pieces, rel=1e-6)
-    summary = json.loads((pieces / "summary.json").read_text())
+    summary = json.loads((pieces / results.SUMMARY).read_text())
     assert [s["to_min"] for s in summary["segments"]] == pytest.approx([17.0, case.protocol.end_time / 60])
     assert not (pieces / "checkpoint").exists()  # a finished run has nothing to resume
-    assert "resumed at t = 17.0 min" in (pieces / "run.log").read_text()
+    assert "resumed at t = 17.0 min" in (pieces / results.RUN_LOG).read_text()
 
 
 def _cli(args: list[str], ranks: int = 1, **kwargs) -> subprocess.CompletedProcess:
@@ -105,7 +105,7 @@ def test_sigusr1_stops_a_two_rank_run_which_resumes_on_one_rank(tmp_path):
     exit status 75; the run continues on one rank and ends as an uninterrupted run does."""
     whole, pieces = tmp_path / "whole", tmp_path / "pieces"
     assert _cli(["run", str(SMALL), "-o", str(whole), "-q"]).returncode == 0
-    log = pieces / "run.log"
+    log = pieces / results.RUN_LOG
     command = [str(BIN / "mpiexec"), "-n", "2", str(BIN / "isolimb"), "run", str(SMALL), "-o", str(pieces), "-q"]
     job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
@@ -121,21 +121,21 @@ def test_sigusr1_stops_a_two_rank_run_which_resumes_on_one_rank(tmp_path):
     done = _cli(["run", str(SMALL), "--resume", str(pieces), "-q"])
     assert done.returncode == 0, done.stderr
     _assert_same_results(whole, pieces, rel=1e-6)
-    ranks = [s["ranks"] for s in json.loads((pieces / "summary.json").read_text())["segments"]]
+    ranks = [s["ranks"] for s in json.loads((pieces / results.SUMMARY).read_text())["segments"]]
     assert ranks == [2, 1]
     assert list(pieces.glob("fields_P1.part2.bp"))  # VTX cannot be appended to: the rest is in part 2
 
 
 @pytest.mark.serial
 def test_resume_refuses_what_it_cannot_continue(tmp_path):
-    results = tmp_path / "r"
-    stopped = _cli(["run", str(SMALL), "-o", str(results), "-q", "--stop-at", "3 min"])
+    folder = tmp_path / "r"
+    stopped = _cli(["run", str(SMALL), "-o", str(folder), "-q", "--stop-at", "3 min"])
     assert stopped.returncode == cli.EXIT_STOPPED, stopped.stderr
     other = tmp_path / "other.toml"
     other.write_text(SMALL.read_text().replace('flow = "', 'flow = "1', 1))
     cases = [
-        (["run", str(other), "--resume", str(results)], "the case differs from the one checkpointed at protocol.flow"),
-        (["run", str(SMALL), "--resume", str(results), "-o", "x"], "leave out -o/--output, --force and --continue"),
+        (["run", str(other), "--resume", str(folder)], "the case differs from the one checkpointed at protocol.flow"),
+        (["run", str(SMALL), "--resume", str(folder), "-o", "x"], "leave out -o/--output, --force and --continue"),
         (["run", str(SMALL), "--resume", str(tmp_path)], "not an isolimb results folder"),
         (["run", str(SMALL), "-o", str(tmp_path / "s"), "--stop-at", "3"], "--stop-at '3': expected a time"),
     ]
@@ -143,8 +143,8 @@ def test_resume_refuses_what_it_cannot_continue(tmp_path):
         done = _cli(args)
         assert done.returncode == 2 and message in done.stderr, (args, done.stderr)
         assert done.stderr.count("\n") == 1, done.stderr
-    assert _cli(["run", str(SMALL), "--resume", str(results), "-q"]).returncode == 0
-    again = _cli(["run", str(SMALL), "--resume", str(results)])
+    assert _cli(["run", str(SMALL), "--resume", str(folder), "-q"]).returncode == 0
+    again = _cli(["run", str(SMALL), "--resume", str(folder)])
     assert again.returncode == 2 and "no checkpoint to resume from (the run finished" in again.stderr
 
 
@@ -172,7 +172,7 @@ def test_interval_checkpoints_replace_each_other(comm, shared_tmp):
     case = parse_case(SMALL)
     with pytest.raises(RunStopped):
         run_case(case, shared_tmp, comm, quiet=True, stopping=Stopping(checkpoint_interval=4 * 60.0, stop_at=11 * 60))
-    log = (shared_tmp / "run.log").read_text()
+    log = (shared_tmp / results.RUN_LOG).read_text()
     assert [line.split()[2] for line in log.splitlines() if "checkpoint written" in line] == ["4.0", "8.0", "11.0"]
     assert sorted(p.name for p in shared_tmp.iterdir() if "checkpoint" in p.name) == ["checkpoint"]
     assert os.path.exists(shared_tmp / "checkpoint" / "keys.npy")

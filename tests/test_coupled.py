@@ -10,7 +10,7 @@ import sys
 import pytest
 from mpi4py import MPI
 
-from solver import meshing
+from solver import meshing, results
 from solver.case import parse_case
 from solver.coupling import CoupledModel
 from solver.simulation import Simulation
@@ -96,7 +96,7 @@ def _run_at(ranks: int, case: str, out) -> dict:
     """summary.json of ``isolimb run`` on ``ranks`` MPI ranks."""
     command = [str(ROOT / ".venv/bin/mpiexec"), "-n", str(ranks), sys.executable, "-m", "solver", "run"]
     subprocess.run([*command, str(CASES / case), "-o", str(out), "-q"], check=True, timeout=600)
-    return json.loads((out / "summary.json").read_text())
+    return json.loads((out / results.SUMMARY).read_text())
 
 
 def _assert_same_functionals(parallel: dict, serial: dict, ranks: int) -> None:

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from mpi4py import MPI
 
-from solver import lock
+from solver import lock, results
 from solver.case import CaseError, parse_case, parse_case_tree
 from solver.cli import main
 from solver.output import OutputError, non_finite, write_json
@@ -402,7 +402,7 @@ def test_a_locked_folder_is_refused_by_every_command(finished, shared_tmp, capsy
     comm.barrier()
     assert main(["report", str(folder)]) == 0  # its owner is gone: the stale lock is taken over
     if comm.rank == 0:
-        assert (folder / "report.html").exists() and not (folder / lock.LOCK_NAME).exists()
+        assert (folder / results.REPORT).exists() and not (folder / lock.LOCK_NAME).exists()
 
 
 def test_force_and_continue_delete_only_what_isolimb_wrote(finished, shared_tmp, capsys, comm):
@@ -415,14 +415,14 @@ def test_force_and_continue_delete_only_what_isolimb_wrote(finished, shared_tmp,
     case = str(folder / "case.toml")
     for flag in ("--force", "--continue"):
         if comm.rank == 0:
-            (folder / "summary.json").unlink(missing_ok=True)  # --continue on a finished run does nothing
+            (folder / results.SUMMARY).unlink(missing_ok=True)  # --continue on a finished run does nothing
         comm.barrier()
         assert main(["run", case, "-o", str(folder), flag, "-q"]) == 2
         err = capsys.readouterr().err.strip()
         if comm.rank == 0:
             assert "holds files isolimb did not write (notes.txt, thesis)" in err and err.count("\n") == 0
             assert (folder / "notes.txt").read_text() == "my notes" and (folder / "thesis" / "chapter1.tex").exists()
-            assert (folder / "run.log").exists() and not (folder / lock.LOCK_NAME).exists()
+            assert (folder / results.RUN_LOG).exists() and not (folder / lock.LOCK_NAME).exists()
 
 
 def test_force_replaces_an_isolimb_folder(finished, shared_tmp, comm):
@@ -438,7 +438,7 @@ def test_force_replaces_an_isolimb_folder(finished, shared_tmp, comm):
     assert main(["run", str(finished.parent / "case"), "-o", str(folder), "--force", "-q"]) == 0
     if comm.rank == 0:
         assert not (folder / "figures").exists() and not (folder / ".summary.json.tmp").exists()
-        assert (folder / "summary.json").exists() and not (folder / lock.LOCK_NAME).exists()
+        assert (folder / results.SUMMARY).exists() and not (folder / lock.LOCK_NAME).exists()
 
 
 @pytest.mark.serial
@@ -460,7 +460,7 @@ def test_two_concurrent_runs_into_one_folder(tmp_path):
 
     assert integrity.results_problem(out) is None
     assert (out / "case.toml").read_text() == (tmp_path / "case" / "case.toml").read_text()
-    assert json.loads((out / "provenance.json").read_text())
+    assert json.loads((out / results.PROVENANCE).read_text())
     assert not (out / lock.LOCK_NAME).exists()
 
 
@@ -468,7 +468,7 @@ def test_two_concurrent_runs_into_one_folder(tmp_path):
 def test_a_non_finite_outcome_is_an_error_naming_its_key(tmp_path, comm):
     assert non_finite({"a": 1.0, "b": [0.0, {"c": 2}]}) is None
     assert non_finite({"a": {"b": [1.0, float("nan")]}})[0] == "a.b.1"
-    path = tmp_path / "summary.json"
+    path = tmp_path / results.SUMMARY
     with pytest.raises(OutputError, match=r"summary.json: regions.tumour.auc = inf: not a finite number"):
         write_json(comm, path, {"regions": {"tumour": {"auc": float("inf")}}})
     assert not path.exists()
@@ -490,13 +490,13 @@ def _damage(path: Path, how: str) -> None:
 @pytest.mark.parametrize(
     "name, how, fragment",
     [
-        ("summary.json", "truncated", "summary.json: not valid JSON (truncated or damaged"),
-        ("summary.json", "empty", "summary.json: empty file"),
-        ("case_resolved.json", "truncated", "case_resolved.json: not valid JSON"),
-        ("mesh.json", "missing", "mesh.json: missing"),
-        ("timeseries.csv", "missing", "timeseries.csv: missing"),
-        ("timeseries.csv", "empty", "timeseries.csv: empty file"),
-        ("timeseries.csv", "header", "timeseries.csv: line 2 has"),
+        (results.SUMMARY, "truncated", "summary.json: not valid JSON (truncated or damaged"),
+        (results.SUMMARY, "empty", "summary.json: empty file"),
+        (results.CASE_RESOLVED, "truncated", "case_resolved.json: not valid JSON"),
+        (results.MESH_META, "missing", "mesh.json: missing"),
+        (results.SERIES, "missing", "timeseries.csv: missing"),
+        (results.SERIES, "empty", "timeseries.csv: empty file"),
+        (results.SERIES, "header", "timeseries.csv: line 2 has"),
     ],
 )
 def test_post_processing_refuses_damaged_files(name, how, fragment, finished, shared_tmp, capsys, comm):
@@ -525,7 +525,7 @@ def test_probe_refuses_a_truncated_field_file_and_a_time_outside_the_run(finishe
     capsys.readouterr()
     folder = _copy(comm, finished, shared_tmp / "fields")
     if comm.rank == 0:
-        _damage(folder / "fields.vtkhdf", "truncated")
+        _damage(folder / results.FIELDS_VTKHDF, "truncated")
     comm.barrier()
     assert main(["probe", str(folder), *point]) == 2
     err = capsys.readouterr().err.strip()
@@ -580,11 +580,11 @@ def test_collect_refuses_damaged_files(how, finished, shared_tmp, capsys, comm):
     if comm.rank == 0:
         (sweep / "results").mkdir(parents=True)
         shutil.copytree(finished, sweep / "results" / "r0")
-        (sweep / "runs.csv").write_text("id,protocol.flow\nr0,5 mL/min\n")
+        (sweep / results.RUNS).write_text("id,protocol.flow\nr0,5 mL/min\n")
         if how == "summary":
-            _damage(sweep / "results" / "r0" / "summary.json", "truncated")
+            _damage(sweep / "results" / "r0" / results.SUMMARY, "truncated")
         else:
-            (sweep / "runs.csv").write_text("id,protocol.flow\nr0\n")
+            (sweep / results.RUNS).write_text("id,protocol.flow\nr0\n")
     comm.barrier()
     assert main(["collect", str(sweep)]) == 2
     err = capsys.readouterr().err.strip()

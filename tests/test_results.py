@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from mpi4py import MPI
 
-from solver import plots, report
+from solver import plots, report, results
 from solver.case import parse_case
 from solver.probe import line_points, probe
 from solver.simulation import run_case
@@ -55,11 +55,14 @@ def sphere():
 
 def test_results_folder_holds_every_output(small):
     expected = [
-        "fields_P1.bp", "fields_P0.bp", "fields.vtkhdf", "fields.xdmf", "fields.h5", "mesh.xdmf", "mesh.json",
-        "timeseries.csv", "summary.json", "case_resolved.json", "provenance.json", "run.log", "open_in_paraview.py",
+        "fields_P1.bp", "fields_P0.bp", results.FIELDS_VTKHDF, results.FIELDS_XDMF, "fields.h5", results.MESH,
+        results.MESH_META, results.SERIES, results.SUMMARY, results.CASE_RESOLVED, results.PROVENANCE,
+        results.RUN_LOG, results.PARAVIEW_SCRIPT,
     ]  # fmt: skip
     assert [n for n in expected if not (small / n).exists()] == []
-    prov = json.loads((small / "provenance.json").read_text())
+    # the summary holds every key the contract promises to the tools that read it
+    assert results.missing_keys(json.loads((small / results.SUMMARY).read_text())) == []
+    prov = json.loads((small / results.PROVENANCE).read_text())
     assert prov["ranks"] == COMM.size
     for key in ("isolimb", "dolfinx-solver-real", "petsc", "mpi_library", "isolimb_git"):
         assert prov["versions"][key], key
@@ -67,7 +70,7 @@ def test_results_folder_holds_every_output(small):
     assert prov["solvers"]["transport_melphalan"]["ksp_type"] == "gmres"
     assert prov["krylov_iterations"]["heat"]["solves"] > 0
     assert prov["mesh"]["cells"] > 0 and prov["phase_seconds"]["transport"] > 0
-    log = (small / "run.log").read_text()
+    log = (small / results.RUN_LOG).read_text()
     assert "isolimb: done" in log and "t =   65.0 min" in log
 
 
@@ -77,8 +80,8 @@ def test_vtkhdf_opens_in_pyvista_with_the_summary_values(small):
     summary's mean (computed by dolfinx forms on the distributed mesh)."""
     import pyvista as pv
 
-    summary = json.loads((small / "summary.json").read_text())
-    reader = pv.get_reader(str(small / "fields.vtkhdf"))
+    summary = json.loads((small / results.SUMMARY).read_text())
+    reader = pv.get_reader(str(small / results.FIELDS_VTKHDF))
     reader.reader.UpdateInformation()
     assert reader.reader.GetNumberOfSteps() == 8  # 0, 10, ..., 60, 65 min
     reader.reader.SetStep(7)
@@ -129,10 +132,10 @@ print(json.dumps({"version": version, "times": times, "points": info.GetNumberOf
 def test_paraview_opens_the_results_and_the_script_draws_a_picture(small, tmp_path):
     command = _pvbatch()
     assert command is not None
-    summary = json.loads((small / "summary.json").read_text())
+    summary = json.loads((small / results.SUMMARY).read_text())
     script = tmp_path / "check.py"
     script.write_text(PARAVIEW_CHECK)
-    done = subprocess.run([*command, str(script), str(small / "fields.xdmf")], capture_output=True, text=True)
+    done = subprocess.run([*command, str(script), str(small / results.FIELDS_XDMF)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     seen = json.loads(done.stdout.strip().splitlines()[-1])
     assert seen["times"] == [0.0, 600.0, 1200.0, 1800.0, 2400.0, 3000.0, 3600.0, 3900.0]  # to 65 min
@@ -144,7 +147,7 @@ def test_paraview_opens_the_results_and_the_script_draws_a_picture(small, tmp_pa
     lo, hi = seen["arrays"]["AUC_melphalan_mg_min_per_L"]
     assert lo < auc < hi
     png = tmp_path / "view.png"
-    done = subprocess.run([*command, str(small / "open_in_paraview.py"), "--png", str(png)], capture_output=True)
+    done = subprocess.run([*command, str(small / results.PARAVIEW_SCRIPT), "--png", str(png)], capture_output=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert png.exists() and png.stat().st_size > 20_000  # a rendered picture, not an empty frame
 
@@ -156,7 +159,7 @@ def test_report_has_every_section_and_picture(small):
     for section in report.SECTIONS:
         assert f"<h2>{section}</h2>" in page, section
     assert page.count("data:image/png;base64,") >= 9  # 3 time series, pressure, DVH, 4 slices
-    summary = json.loads((small / "summary.json").read_text())
+    summary = json.loads((small / results.SUMMARY).read_text())
     assert f"{summary['drug_balance_relative_error']:.2e}" in page
     assert "[protocol]" in page and "case.toml (as given)" in page  # the case file, verbatim
 
@@ -236,7 +239,7 @@ def test_compare_puts_outcomes_side_by_side(small, sphere, tmp_path):
     from solver.compare import compare
 
     text, page = compare([small, sphere], tmp_path / "cmp")
-    summary = json.loads((small / "summary.json").read_text())
+    summary = json.loads((small / results.SUMMARY).read_text())
     lines = text.splitlines()
     assert lines[0] == f"| outcome | {small.name} | {sphere.name} |"
     tumour_auc = next(line for line in lines if line.startswith("| tumour mean free AUC"))
@@ -257,8 +260,8 @@ def test_benchmark_case_same_functionals_at_two_and_three_ranks(sphere, tmp_path
     out = tmp_path / "r"
     done = _cli("run", str(CASES / "benchmark-baxter-jain"), "-o", str(out), "-q", ranks=ranks)
     assert done.returncode == 0, done.stderr
-    serial = json.loads((sphere / "summary.json").read_text())
-    parallel = json.loads((out / "summary.json").read_text())
+    serial = json.loads((sphere / results.SUMMARY).read_text())
+    parallel = json.loads((out / results.SUMMARY).read_text())
     assert parallel["ranks"] == ranks and serial["ranks"] == 1
     for key in ("volume_m3", "pressure_mean_Pa"):
         assert parallel["regions"]["tumour"][key] == pytest.approx(serial["regions"]["tumour"][key], rel=1e-8), key

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from solver import results
 from solver.sweep import SweepError, collect, expand
 from tests.conftest import CASES, ROOT
 
@@ -51,7 +52,7 @@ def test_expand_writes_one_valid_case_per_grid_point(tmp_path):
     text = (out / "cases" / "run-0003" / "case.toml").read_text()
     assert '"K" = "6.2e-12 m^2/(Pa s)"' in text and '"heat" = "steady"' in text
     assert str((out / "results" / "run-0003").resolve()) in text  # each run writes its own folder
-    with open(out / "runs.csv", newline="") as f:
+    with open(out / results.RUNS, newline="") as f:
         rows = list(csv.DictReader(f))
     assert rows[2] == {"id": "run-0002", "tissue.tumour.K": "6.2e-12 m^2/(Pa s)", "physics.heat": "off"}
     sbatch = (out / "sweep.sbatch").read_text()
@@ -115,7 +116,7 @@ def test_slurm_job_array_of_mpi_runs(tmp_path, slurm):
     path, missing, _ = collect(out)
     assert missing == []
     for run in ("run-0000", "run-0001"):
-        prov = json.loads((out / "results" / run / "provenance.json").read_text())
+        prov = json.loads((out / "results" / run / results.PROVENANCE).read_text())
         assert prov["ranks"] == 2
     with open(path, newline="") as f:
         assert len(list(csv.DictReader(f))) == 2
@@ -138,7 +139,7 @@ def test_slurm_warning_signal_checkpoints_and_the_next_job_resumes(tmp_path, slu
     assert first.returncode == 0, first.stderr
     job = first.stdout.strip().split(";")[0]
     deadline = time.monotonic() + 240
-    log = out / "run.log"
+    log = out / results.RUN_LOG
     while not (log.exists() and "t =   10.0 min" in log.read_text()):
         assert time.monotonic() < deadline, "the job did not get to 10 min"
         time.sleep(0.2)
@@ -149,10 +150,10 @@ def test_slurm_warning_signal_checkpoints_and_the_next_job_resumes(tmp_path, slu
         time.sleep(0.5)
     output = (tmp_path / f"job-{job}.out").read_text()
     assert "isolimb exited with status 75" in output, output
-    assert (out / "checkpoint" / "state.json").exists() and not (out / "summary.json").exists()
+    assert (out / "checkpoint" / results.CHECKPOINT_STATE).exists() and not (out / results.SUMMARY).exists()
     second = subprocess.run([*submit[:2], "--wait", *submit[2:]], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert second.returncode == 0, second.stderr
-    summary = json.loads((out / "summary.json").read_text())
+    summary = json.loads((out / results.SUMMARY).read_text())
     assert [s["ranks"] for s in summary["segments"]] == [2, 2]
     assert summary["segments"][0]["to_min"] >= 10 and summary["segments"][1]["to_min"] == 65
     assert summary["drug_balance_relative_error"] < 1e-10
