@@ -18,7 +18,9 @@ _NORMAL = {
     "pi_v": "20 mmHg",  # [R]
     "pi_i": "10 mmHg",  # [R]; human subcutis 10-15 mmHg [V]
     "p_v": "15.6 mmHg",  # effective capillary pressure at rest [R]
-    "LL": "1e-8 1/(Pa s)",  # [C] from lymph flow: muscle 3-10 uL/(g h) at rest (MODEL.md section 2)
+    # [C] calibrated on resting lymph flow (MODEL.md section 2): 6.5 uL/(g h), the middle of muscle's 3-10, with
+    # this region's Starling parameters (LL = q LpS/(LpS pe - q), q the flow per volume); fat and bone as muscle [A]
+    "LL": "2.6e-9 1/(Pa s)",
     "p_L": "0 mmHg",  # [A] lymphatic pressure
     "phi": 0.2,  # interstitial volume fraction [A]
     "phi_c": 0.7,  # cell volume fraction [A]
@@ -52,6 +54,7 @@ TISSUE_DEFAULTS: dict[str, dict[str, object]] = {
         "perfusion": "106 mL/(min kg)",
         "metabolic_heat": "0.9 W/kg",  # [A]
         "albumin_ratio": 0.4,  # [A] dermal interstitium, between muscle and lymph
+        "LL": "1.7e-8 1/(Pa s)",  # [C] calibrated on 25 uL/(g h), the middle of skin's 10-40 at rest
     },
     "bone": {
         **_NORMAL,
