@@ -29,6 +29,7 @@ from solver.meshing import TaggedMesh, region_volumes
 from solver.parameters import BLOOD
 from solver.physics import tnf as tnf_switch
 from solver.physics.circuit import Circuit
+from solver.physics.effects import T_40, log10_kill, thermal_enhancement
 from solver.physics.heat import Heat, RobinBoundary, cem43_increment, lang_blood_perfusion
 from solver.physics.linear import LinearSystem, NodalWeights, SolveError
 from solver.physics.materials import RegionFields
@@ -56,6 +57,7 @@ class Agent:
     auc_free: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # integral of C dt (kg s/m^3)
     auc_cell: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # time integral of C_c (kg s/m^3)
     peak_free: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # running maximum of C (kg/m^3)
+    auc_effective: np.ndarray = dataclasses.field(default_factory=lambda: np.zeros(0))  # INT TER(T) C dt (kg s/m^3)
     auc_systemic: float = 0.0  # time integral of the systemic concentration (kg s/m^3)
     auc_perfusate: float = 0.0  # time integral of the perfusate concentration while isolated (kg s/m^3)
 
@@ -69,7 +71,7 @@ class Agent:
         return self.transport.fields()[i]
 
 
-ACCUMULATORS = ("auc_free", "auc_cell", "peak_free")  # nodal running outcomes of an agent
+ACCUMULATORS = ("auc_free", "auc_cell", "peak_free", "auc_effective")  # nodal running outcomes of an agent
 TOTALS = ("hydrolysed_tissue", "boundary_out", "auc_systemic", "auc_perfusate")  # scalar ones
 
 
@@ -104,6 +106,31 @@ class RegionIntegrals:
         n = self.n_owned
         local = np.array([float(np.dot(self.nodal[f"{r}.{w}"][:n], f[:n])) for r, w, f in terms])
         return [float(x) for x in self.comm.allreduce(local, op=MPI.SUM)]
+
+
+class RegionFractions:
+    """Volume fractions of regions where a nodal field reaches given levels, judged on cell means of its nodal
+    values (the exact cell mean for P1, as the drug-volume histograms of solver.plots), summed over each rank's
+    owned cells and reduced over ranks: fractions lie in [0, 1] at any degree and any number of ranks."""
+
+    def __init__(self, V: fem.FunctionSpace, cells: dict[str, np.ndarray]) -> None:
+        msh = V.mesh
+        self.comm = msh.comm
+        V0 = fem.functionspace(msh, ("DG", 0))
+        volume = fem.assemble_vector(fem.form(ufl.TestFunction(V0) * ufl.dx)).array  # per owned cell
+        n_owned = msh.topology.index_map(3).size_local
+        self.cells: dict[str, tuple[np.ndarray, np.ndarray]] = {}  # region -> (cell volumes, cell dofs in V)
+        for region, c in cells.items():
+            owned = c[c < n_owned]
+            self.cells[region] = (volume[V0.dofmap.list[owned, 0]], V.dofmap.list[owned])
+
+    def __call__(self, region: str, values: np.ndarray, levels: np.ndarray) -> np.ndarray:
+        """The fraction of the region's volume whose cell mean of ``values`` is at least each of ``levels``."""
+        volume, dofs = self.cells[region]
+        means = values[dofs].mean(axis=1) if dofs.size else np.zeros(0)
+        local = np.array([volume.sum(), *(volume[means >= level].sum() for level in levels)])
+        total, *reached = self.comm.allreduce(local, op=MPI.SUM)
+        return np.array(reached) / total if total > 0 else np.zeros(len(levels))
 
 
 class CoupledModel:
@@ -156,6 +183,7 @@ class CoupledModel:
         self._build_pressure()
         self._build_heat()
         self.cem43 = np.zeros_like(self.T.x.array)  # thermal dose, equivalent minutes at 43 C
+        self.time_above_40C = np.zeros_like(self.T.x.array)  # seconds spent above 40 C
         self.agents = (
             [self._build_agent(name, params) for name, params in case.agents.items()]
             if (case.physics.drug and protocol is not None)
@@ -164,6 +192,7 @@ class CoupledModel:
         weights = {"one": fem.Constant(msh, 1.0), "phi": m["phi"], "phi_c": m["phi_c"]}
         weights.update({f"storage_{a.name}": m["phi"] * (1.0 + a.binding) for a in self.agents})  # free + bound
         self.integrals = RegionIntegrals(self.V, self.dx, tm.regions, weights)
+        self.fractions = RegionFractions(self.V, m.cells)
 
     # ------------------------------------------------------------------------------------ equations
     def _dirichlet(self, kind: str, dim) -> list[fem.DirichletBC]:
@@ -275,7 +304,8 @@ class CoupledModel:
         )
         agent = Agent(name, params, transport, rates, circuit, f_u, f_u_perfusate, binding)
         n = len(transport.fields()[0])
-        agent.auc_free, agent.auc_cell, agent.peak_free = np.zeros(n), np.zeros(n), np.zeros(n)
+        for key in ACCUMULATORS:
+            setattr(agent, key, np.zeros(n))
         return agent
 
     # -------------------------------------------------------------------------------------- protocol
@@ -320,6 +350,8 @@ class CoupledModel:
             self.mat.set("p_v", region, source[region].p_v)
         for a in self.agents:
             a.f_u.value = a.f_u_perfusate if isolated else a.params.f_u
+        if not isolated:  # reperfused: the limb's blood rejoins the body, no more trapped-blood acidosis
+            self.uptake_factor.value = 1.0
         self.isolated = isolated
 
     def protocol_state(self) -> dict:
@@ -389,6 +421,10 @@ class CoupledModel:
         """Volume-mean tissue temperature (K) over the whole limb."""
         return sum(self.region_temperatures()[r] * self.volumes[r] for r in self.tm.regions) / self.limb_volume
 
+    def log10_kill(self, a: Agent) -> np.ndarray:
+        """Nodal log10 kill of tumour cells by agent ``a`` so far: -log10 exp(-k AUC_eff) (MODEL.md section 8)."""
+        return log10_kill(a.auc_effective, a.params.kill_constant)
+
     def dose_amount(self, per_limb_volume: float | None, amount: float | None) -> float:
         """A dose in kg: absolute, or per unit limb volume (seed 003 doses per litre of limb)."""
         return amount if amount is not None else float(per_limb_volume) * self.limb_volume  # type: ignore[arg-type]
@@ -429,7 +465,7 @@ class CoupledModel:
                 if "perfusion" in changed or dt_changed:
                     self.heat.operator_changed()
                 self.heat.step()
-            if self.metabolism is not None:  # trapped-blood acid-base of ILI (section 7)
+            if self.metabolism is not None and self.isolated:  # trapped-blood acid-base of ILI (section 7)
                 self.metabolism.step(dt, self.limb_mean_temperature())
                 self.uptake_factor.value = self.metabolism.uptake_factor
         with self.timer("transport"):
@@ -453,16 +489,20 @@ class CoupledModel:
             self.exchange_stale = False
 
     def accept(self, dt: float) -> None:
-        """Take the step just advanced: new states become old; AUCs, peaks and CEM43 advance over dt."""
+        """Take the step just advanced: new states become old; AUCs, peaks, CEM43 and time above 40 C advance
+        over dt (right end point, backward Euler as the equations)."""
+        T = self.T.x.array
         for a in self.agents:
             a.transport.advance()
             C, C_c, _ = a.transport.fields()
             a.auc_free += dt * C
             a.auc_cell += dt * C_c
             np.maximum(a.peak_free, C, out=a.peak_free)
+            a.auc_effective += dt * thermal_enhancement(T, a.params.ter_beta) * C  # heat-enhanced, for the kill
             a.auc_systemic += dt * a.circuit.C_s  # backward Euler, as the circuit
             a.auc_perfusate += dt * a.circuit.C_p
-        self.cem43 += cem43_increment(self.T.x.array, dt)
+        self.cem43 += cem43_increment(T, dt)
+        self.time_above_40C += dt * (T > T_40)
 
     # ------------------------------------------------------------------------------------------ state
     def state(self) -> ModelState:
@@ -476,7 +516,7 @@ class CoupledModel:
                 a.name: {"circuit": a.circuit.state(), **{key: getattr(a, key) for key in TOTALS}} for a in self.agents
             },
         }
-        nodal = {"T": self.T.x.array.copy(), "cem43": self.cem43.copy()}
+        nodal = {"T": self.T.x.array.copy(), "cem43": self.cem43.copy(), "time_above_40C": self.time_above_40C.copy()}
         for a in self.agents:
             nodal.update({f"{a.name}.{key}": v.copy() for key, v in zip(FIELDS, a.transport.fields(), strict=True)})
             nodal.update({f"{a.name}.{key}": getattr(a, key).copy() for key in ACCUMULATORS})
@@ -491,6 +531,7 @@ class CoupledModel:
         if self.heat is not None:
             self.heat.T_old.x.array[:] = x["T"]
         self.cem43[:] = x["cem43"]
+        self.time_above_40C[:] = x["time_above_40C"]
         if self.metabolism is not None:
             mb = self.metabolism
             mb.oxygen, mb.lactate, mb.oxygen_used = s["metabolism"]
