@@ -114,6 +114,14 @@ def targets(root: Path) -> list[list[str]]:
         if (root / name / "fields.vtkhdf").exists():
             median, peak = _speeds(root / name)
             add("tumour interstitial speed, median / max (um/s)", "0.1-2", f"{median:.3f} / {peak:.3f}", "-", name)
+    for name, limb, (ph, be) in (
+        ("ili-melanoma-leg", "leg", (7.15, -9.1)),
+        ("ili-sarcoma-forearm", "arm", (7.06, -13.9)),
+    ):
+        if (root / name / "summary.json").exists():
+            m = _load(root / name)[0]["metabolism"]
+            add(f"ILI {limb}, pH / base excess (mmol/L) at release", f"{ph} / {be} (30 min)",
+                f"{m['pH']:.2f} / {m['base_excess_mmol_per_L']:.1f}", "-", name)  # fmt: skip
     return rows
 
 
