@@ -25,10 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import platform
 import time
-import tomllib
 from pathlib import Path
 
 from mpi4py import MPI
@@ -38,15 +35,14 @@ import solver  # noqa: F401  (MPI before dolfinx)
 # isort: split
 import dolfinx.fem.petsc as fem_petsc
 import numpy as np
+import scaling  # noqa: E402  (the scaling benchmark beside this file: machine, the case, the timed run)
 import ufl
 from dolfinx import fem
 from petsc4py import PETSc
 
 from solver import meshing
-from solver.case import Case, FixedValue, Robin, parse_case_tree
-from solver.coupling import CoupledModel
+from solver.case import Case, FixedValue, Robin
 from solver.parameters import BLOOD
-from solver.simulation import Simulation
 from solver.units import DENSITY, HEAT_CAPACITY, PRESSURE, TEMPERATURE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,37 +51,15 @@ GAS_CONSTANT = 8.314462618  # J/(mol K)
 T_REF = 310.15  # K
 
 
-def machine() -> dict[str, object]:
-    model = next(
-        (line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name")), "?"
-    )
-    return {"host": platform.node(), "cpu": model, "cores": os.cpu_count(), "platform": platform.platform()}
+def timed_run(tm, size_factor: float, minutes: int) -> tuple[float, dict[str, list[int]]]:
+    """The scaling benchmark's timed run, in this benchmark's scenario (no TNF)."""
+    seconds, _, its, _, _ = scaling.timed_run(tm, size_factor, minutes, tnf=False)
+    return seconds, its
 
 
 def case_at(size_factor: float, end_minutes: float) -> Case:
     """The default case without TNF, melphalan at 0 min, inflow 39.5 C, perfused for ``end_minutes``."""
-    raw = tomllib.loads(CASE.read_text())
-    raw["mesh"]["size_factor"] = size_factor
-    p = raw["protocol"]
-    p.pop("tnf", None)
-    p["end_time"] = p["perfusion_duration"] = f"{end_minutes} min"
-    p["washout_duration"] = "0 min"
-    p["inflow_temperature"] = [{"time": "0 min", "value": "39.5 degC"}]
-    p["doses"][0]["time"] = "0 min"
-    raw.pop("output", None)
-    return parse_case_tree(raw, CASE)  # through the case parser: defaults, units, validation
-
-
-# ------------------------------------------------------------------------------------------------ engine
-def timed_run(tm, size_factor: float, minutes: int) -> tuple[float, dict[str, list[int]]]:
-    model = CoupledModel(case_at(size_factor, minutes), tm)
-    sim = Simulation(model)
-    tm.comm.barrier()
-    t0 = time.perf_counter()
-    sim.run()
-    tm.comm.barrier()
-    its = {k: list(s.iterations) for k, s in model.linear_systems().items()}
-    return time.perf_counter() - t0, its
+    return scaling.case_at(size_factor, end_minutes, tnf=False)
 
 
 def engine_step(tm, size_factor: float, steps: int) -> tuple[float, dict[str, dict[str, float]]]:
@@ -470,7 +444,7 @@ def main() -> None:
     args = p.parse_args()
     comm = MPI.COMM_WORLD
     for sf in args.size_factors:
-        record = {**measure(comm, sf, args.steps), "machine": machine()}
+        record = {**measure(comm, sf, args.steps), "machine": scaling.machine()}
         if comm.rank == 0:
             args.output.mkdir(parents=True, exist_ok=True)
             path = args.output / f"ratio-sf{sf}-np{comm.size}.json"

@@ -41,11 +41,14 @@ def machine() -> dict[str, object]:
     return {"host": platform.node(), "cpu": model, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
-def case_at(size_factor: float, end_minutes: float) -> Case:
-    """The default case with melphalan and TNF at 0 min, ending after ``end_minutes`` of perfusion."""
+def case_at(size_factor: float, end_minutes: float, tnf: bool = True) -> Case:
+    """The default case with melphalan (and TNF unless ``tnf`` is false) at 0 min, inflow 39.5 C, ending after
+    ``end_minutes`` of perfusion."""
     raw = tomllib.loads(CASE.read_text())
     raw["mesh"]["size_factor"] = size_factor
     p = raw["protocol"]
+    if not tnf:
+        p.pop("tnf", None)
     p["end_time"] = p["perfusion_duration"] = f"{end_minutes} min"
     p["washout_duration"] = "0 min"
     p["inflow_temperature"] = [{"time": "0 min", "value": "39.5 degC"}]
@@ -54,8 +57,9 @@ def case_at(size_factor: float, end_minutes: float) -> Case:
     return parse_case_tree(raw, CASE)  # through the case parser: defaults, units, validation
 
 
-def timed_run(tm, size_factor: float, minutes: int) -> tuple[float, dict, dict, CoupledModel, dict]:
-    model = CoupledModel(case_at(size_factor, minutes), tm)
+def timed_run(tm, size_factor: float, minutes: int, tnf: bool = True) -> tuple[float, dict, dict, CoupledModel, dict]:
+    """Wall time of a whole run of ``minutes`` (every rank in step), its phase seconds, iterations, model, summary."""
+    model = CoupledModel(case_at(size_factor, minutes, tnf), tm)
     sim = Simulation(model)
     tm.comm.barrier()
     t0 = time.perf_counter()
