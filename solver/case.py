@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from solver import units as U
-from solver.parameters import AGENT_DEFAULTS, BOUNDARIES, REGIONS, TISSUE_DEFAULTS
+from solver.parameters import AGENT_DEFAULTS, BOUNDARIES, EFFECT_DEFAULTS, REGIONS, TISSUE_DEFAULTS
 
 
 class CaseError(ValueError):
@@ -166,6 +166,9 @@ class AgentParams(Strict):
     kappa: Annotated[float, Field(gt=0)]
     alkylation_half_life: Q(U.TIME, Pos)
     molar_mass: Q(U.MOLAR_MASS, Pos)
+    ter_beta: Q(U.THERMAL_SENSITIVITY, NonNeg)  # thermal enhancement ratio exp(beta (T - 37 C)) above 37 C
+    kill_constant: Q(U.KILL_CONSTANT, NonNeg)  # tumour cells: SF = exp(-k AUC_eff)
+    marrow_kill_constant: Q(U.KILL_CONSTANT, NonNeg)  # marrow progenitors (CFU-GM), on the free systemic AUC
 
 
 # ---------------------------------------------------------------------------------------- boundaries
@@ -310,7 +313,8 @@ class Numerics(Strict):
 class Output(Strict):
     folder: str = "results"
     interval: Q(U.TIME, Pos) | None = None
-    fields: list[Literal["p", "u", "T", "C", "C_c", "A", "AUC", "CEM43"]] = [
+    # "log10_kill" (log10 kill of each agent, nodal) is optional: not written unless asked for
+    fields: list[Literal["p", "u", "T", "C", "C_c", "A", "AUC", "CEM43", "log10_kill"]] = [
         "p",
         "u",
         "T",
@@ -361,7 +365,7 @@ def _with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
     agents = raw.get("agents", {})
     if isinstance(agents, dict):
         raw["agents"] = {
-            name: {**AGENT_DEFAULTS.get(name, {}), **given} if isinstance(given, dict) else given
+            name: {**EFFECT_DEFAULTS, **AGENT_DEFAULTS.get(name, {}), **given} if isinstance(given, dict) else given
             for name, given in agents.items()
         }
     return raw

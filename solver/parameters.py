@@ -106,6 +106,16 @@ TISSUE_DEFAULTS: dict[str, dict[str, object]] = {
     },
 }
 
+# Effects (MODEL.md section 8), for every agent unless its case or defaults say otherwise. Melphalan's values:
+# TER(T) = exp(ter_beta (T - 37 C)) above 37 C, 0.13 /C [C] (crosslinks x1.9 at 42 vs 37 C, human melanoma cultures);
+# surviving fraction exp(-k AUC_eff): tumour k 1.0 mL/(ug h) [C] (a calibration parameter, range 0.1-3), marrow
+# progenitors (CFU-GM, 1-h LD50 0.9 ug/mL) 1.0 mL/(ug h) [C]. For the other agents the same values are [A].
+EFFECT_DEFAULTS: dict[str, object] = {
+    "ter_beta": "0.13 1/K",
+    "kill_constant": "1.0 mL/(ug*h)",
+    "marrow_kill_constant": "1.0 mL/(ug*h)",
+}
+
 # Drug agents. Keys are the case-file keys under [agents.<name>].
 AGENT_DEFAULTS: dict[str, dict[str, object]] = {
     "melphalan": {
@@ -119,6 +129,7 @@ AGENT_DEFAULTS: dict[str, dict[str, object]] = {
         "kappa": 2.0,  # [A] intracellular/extracellular equilibrium ratio
         "alkylation_half_life": "120 min",  # [A] DNA alkylation of intracellular drug at 37 C
         "molar_mass": "305.2 g/mol",  # [V]
+        **EFFECT_DEFAULTS,  # [C]
     },
     "actinomycin_d": {
         "D": "1.1e-10 m^2/s",  # [C] Stokes-Einstein from MW 1255
@@ -131,6 +142,7 @@ AGENT_DEFAULTS: dict[str, dict[str, object]] = {
         "kappa": 5.0,  # [A] intercalator, accumulates in cells
         "alkylation_half_life": "60 min",  # [A] binding to DNA
         "molar_mass": "1255.4 g/mol",  # [V]
+        **EFFECT_DEFAULTS,  # [A] as melphalan
     },
     "doxorubicin": {
         "D": "1.6e-10 m^2/s",  # [C]
@@ -143,6 +155,7 @@ AGENT_DEFAULTS: dict[str, dict[str, object]] = {
         "kappa": 10.0,  # [A]
         "alkylation_half_life": "60 min",  # [A]
         "molar_mass": "543.5 g/mol",  # [V]
+        **EFFECT_DEFAULTS,  # [A] as melphalan
     },
 }
 

@@ -32,6 +32,7 @@ SUMMARY_KEYS: dict[str, str] = {
     "systemic_leak_fraction": "1: drug leaked to the body through the tourniquet while isolated / dose",
     "tracer_leak_fraction": "1: largest systemic tracer against complete mixing while isolated (the clinic's leak)",
     "primary_agent": "name of the agent the region outcomes are for",
+    "marrow_surviving_fraction": "1: marrow progenitors, exp(-k f_u systemic AUC) of the primary agent",
     "steps": "number of accepted steps",
     "phase_seconds": "wall time per equation and output (s)",
     "krylov_iterations": "solves, mean and max iterations per linear system",
@@ -52,10 +53,13 @@ REGION_KEYS: dict[str, str] = {  # summary["regions"][region]
     "pressure_mean_Pa": "Pa, at the end",
     "temperature_max_degC": "degC",
     "cem43_max_min": "min",
+    "time_above_40C_max_min": "min: the longest time any point of the region spent above 40 C",
     "auc_free_mean": "kg s/m^3, of the primary agent",
     "auc_cell_mean": "kg s/m^3",
     "adducts_mean": "kg/m^3",
     "peak_free_max": "kg/m^3",
+    "log10_kill_mean": "1: volume mean of -log10 SF, SF = exp(-k INT TER(T) C dt), of the primary agent",
+    "kill_coverage": "1: volume fraction with SF < 0.01",
 }
 DRUG_REGION_KEYS: dict[str, str] = {  # regions where the clinic takes biopsies (tissue with blood vessels)
     "tissue_drug_ug_per_g": "ug/g: parent drug (free, albumin-bound, cellular, tissue blood) at end of perfusion",

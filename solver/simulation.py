@@ -26,12 +26,14 @@ from solver.case import Case
 from solver.checkpoint import NodalSpace, RunStopped, StopFlag
 from solver.coupling import Agent, CoupledModel, ModelState
 from solver.output import clinical, write_json
+from solver.physics import effects
 from solver.physics.heat import cem43_increment
 from solver.physics.linear import SolveError
 from solver.progress import RunLog
 from solver.recorders import FieldRecorder, ProgressRecorder, Recorder, SeriesRecorder
 
 MAX_CUTS = 5
+HISTOGRAM_LEVELS = 41  # levels of log10 kill of the survival-volume histogram, from 0 to the region's maximum
 __all__ = ["MAX_CUTS", "RunResult", "Simulation", "Stopping", "cem43_increment", "run_case"]
 
 
@@ -367,6 +369,7 @@ class Simulation:
                 # the limb returning to blood after the run is not counted (a lower bound), for PK comparisons
                 tail = c.C_s * c.V_s / c.clearance
                 s["agents"][a.name]["systemic_auc_inf_mg_min_per_L"] = clinical("AUC", a.auc_systemic + tail)
+            s["agents"][a.name]["marrow_surviving_fraction"] = self._marrow(a)
         s["drug_balance_relative_error"] = max(
             (v["drug_balance_relative_error"] for v in s["agents"].values()), default=0.0
         )
@@ -381,6 +384,7 @@ class Simulation:
                 "pressure_mean_Pa": p_total / vol,
                 "temperature_max_degC": self.region_max(region, m.T.x.array) - 273.15,
                 "cem43_max_min": self.region_max(region, m.cem43),
+                "time_above_40C_max_min": self.region_max(region, m.time_above_40C) / 60.0,
             }
             if primary is not None:
                 nodal = (primary.auc_free, primary.auc_cell, primary.transport.fields()[2])
@@ -391,6 +395,7 @@ class Simulation:
                 key = f"{primary.name}_tissue_{region}_ug_per_g"
                 if end_of_perfusion is not None and key in end_of_perfusion:
                     entry["tissue_drug_ug_per_g"] = end_of_perfusion[key]
+                entry.update(self._kill(region, m.log10_kill(primary)))
             s["regions"][region] = entry
         if m.metabolism is not None:
             mb = m.metabolism
@@ -404,13 +409,40 @@ class Simulation:
             }
         if primary is not None:
             s["primary_agent"] = primary.name
+            s["marrow_surviving_fraction"] = s["agents"][primary.name]["marrow_surviving_fraction"]
             s["units"] = {
                 "auc_free_mean": "kg s/m^3",
                 "auc_cell_mean": "kg s/m^3",
                 "adducts_mean": "kg/m^3",
                 "peak_free_max": "kg/m^3",
+                "log10_kill_mean": "1: -log10 of the surviving fraction",
+                "kill_coverage": "1: volume fraction with surviving fraction < 0.01",
             }
         return s
+
+    def _kill(self, region: str, kill: np.ndarray) -> dict:
+        """Tumour-kill outcomes of a region from the nodal log10 kill (MODEL.md section 8): its volume mean, the
+        volume fraction with SF < 0.01 (coverage) and the survival-volume histogram (volume fraction with at least
+        each log10 kill), all reduced over ranks."""
+        m = self.model
+        (total,) = m.integrals((region, "one", kill))
+        top = self.region_max(region, kill)
+        levels = np.linspace(0.0, top, HISTOGRAM_LEVELS) if top > 0 else np.zeros(1)
+        covered = np.nextafter(effects.LOG10_KILL_COVERED, np.inf)  # strictly above 2 logs: SF < 0.01
+        coverage, *reached = m.fractions(region, kill, np.array([covered, *levels]))
+        return {
+            "log10_kill_mean": total / m.volumes[region],
+            "kill_coverage": float(coverage),
+            "kill_volume_histogram": {"log10_kill": levels.tolist(), "volume_fraction": list(map(float, reached))},
+        }
+
+    def _marrow(self, a: Agent) -> float:
+        """Marrow progenitor surviving fraction: exp(-k_marrow f_u AUC) with the systemic AUC of the body's
+        plasma (total drug, extrapolated to infinity with the body's clearance where it has one: the marrow's
+        exposure goes on after the run) times the plasma's unbound fraction (docs/model.md, Effects)."""
+        c = a.circuit
+        auc = a.auc_systemic + (c.C_s * c.V_s / c.clearance if c.clearance > 0 else 0.0)
+        return effects.marrow_surviving_fraction(auc, a.params.f_u, a.params.marrow_kill_constant)
 
 
 def run_case(
