@@ -54,6 +54,10 @@ def _inflow_max(r: Result) -> float | None:
     return max(p["value"] for p in schedule) - 273.15 if schedule else None
 
 
+def _percent(fraction: float | None) -> float | None:
+    return None if fraction is None else 100.0 * fraction
+
+
 def _agent(r: Result, key: str, scale: float = 1.0) -> float | None:
     return r.summary["agents"][r.agent][key] * scale if r.agent else None
 
@@ -66,6 +70,8 @@ ROWS: list[tuple[str, Callable[[Result], object]]] = [
     ("dose (mg)", lambda r: _agent(r, "dose_kg", 1e6)),
     ("tumour mean free AUC (mg min/L)", lambda r: r.region("tumour", "auc_free_mean", "AUC")),
     ("tumour AUC90 (mg min/L)", lambda r: r.coverage["tumour"].covered(0.9) if "tumour" in r.coverage else None),
+    ("tumour mean log10 kill", lambda r: r.region("tumour", "log10_kill_mean")),
+    ("tumour kill coverage (% with SF < 0.01)", lambda r: _percent(r.region("tumour", "kill_coverage"))),
     ("tumour mean cellular AUC (mg min/L)", lambda r: r.region("tumour", "auc_cell_mean", "AUC")),
     ("tumour mean adducts (mg/L)", lambda r: r.region("tumour", "adducts_mean", "A")),
     ("muscle mean free AUC (mg min/L)", lambda r: r.region("muscle", "auc_free_mean", "AUC")),
@@ -73,6 +79,7 @@ ROWS: list[tuple[str, Callable[[Result], object]]] = [
     ("tumour peak T (degC)", lambda r: r.region("tumour", "temperature_max_degC")),
     ("muscle peak T (degC)", lambda r: r.region("muscle", "temperature_max_degC")),
     ("muscle max CEM43 (min)", lambda r: r.region("muscle", "cem43_max_min")),
+    ("muscle max time above 40 C (min)", lambda r: r.region("muscle", "time_above_40C_max_min")),
     ("tumour mean IFP at the end (mmHg)", lambda r: r.region("tumour", "pressure_mean_Pa", "p")),
     ("tumour parent drug at end of perfusion (ug/g)", lambda r: r.region("tumour", "tissue_drug_ug_per_g")),
     ("muscle parent drug at end of perfusion (ug/g)", lambda r: r.region("muscle", "tissue_drug_ug_per_g")),
@@ -83,6 +90,7 @@ ROWS: list[tuple[str, Callable[[Result], object]]] = [
     ("drug leaked while isolated (% of dose)", lambda r: 100 * r.summary["systemic_leak_fraction"]),
     ("peak systemic, release included (mg/L)", lambda r: _agent(r, "peak_systemic_mg_per_L")),
     ("systemic AUC (mg min/L)", lambda r: _agent(r, "systemic_auc_mg_min_per_L")),
+    ("marrow progenitor surviving fraction", lambda r: r.summary.get("marrow_surviving_fraction")),
     ("limb pH at the end", lambda r: r.summary.get("metabolism", {}).get("pH")),
     ("drug balance error", lambda r: r.summary["drug_balance_relative_error"]),
 ]
@@ -139,6 +147,16 @@ def overlay_plots(results: list[Result], out: Path) -> dict[str, Path]:
             out / "compare_dvh.png",
             title="Tumour drug-volume histograms",
             ylabel="tumour volume with at least this AUC (%)",
+            emphasis=None,
+        )
+    with_kill = {r.label: plots.kill_volume_of(r.summary).get("tumour") for r in results}
+    if any(h is not None for h in with_kill.values()):
+        made["Tumour survival-volume histograms"] = plots.dvh_plot(
+            {label: h for label, h in with_kill.items() if h is not None},
+            "log10 kill",
+            out / "compare_kill.png",
+            title="Tumour survival-volume histograms",
+            ylabel="tumour volume with at least this log10 kill (%)",
             emphasis=None,
         )
     return made

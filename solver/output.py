@@ -37,6 +37,7 @@ PRESENTATION: dict[str, tuple[str, float, float]] = {
     "C_c": ("mg_per_L", 1e3, 0.0),
     "A": ("mg_per_L", 1e3, 0.0),
     "AUC": ("mg_min_per_L", 1e3 / 60.0, 0.0),  # kg s/m^3 -> mg min/L
+    "kill": ("log10", 1.0, 0.0),  # log10 kill of tumour cells (-log10 of the surviving fraction)
 }
 FORMATS = ("vtx", "vtkhdf", "xdmf")
 

@@ -133,6 +133,17 @@ def dose_volume_of(folder: Path) -> dict[str, DoseVolume]:
     return dose_volume(series, name, json.loads((folder / results.MESH_META).read_text())["regions"])
 
 
+def kill_volume_of(summary: dict) -> dict[str, DoseVolume]:
+    """Per-region survival-volume histograms of the primary agent from a summary (computed in the run, reduced
+    over ranks): the volume fraction with at least each log10 kill, as :class:`DoseVolume` (levels descending)."""
+    out = {}
+    for region, entry in summary.get("regions", {}).items():
+        h = entry.get("kill_volume_histogram")
+        if h and h["log10_kill"]:
+            out[region] = DoseVolume(np.array(h["log10_kill"])[::-1], np.array(h["volume_fraction"])[::-1])
+    return out
+
+
 def dvh_plot(
     histograms: dict[str, DoseVolume],
     xlabel: str,
@@ -159,7 +170,7 @@ def _around(centre, half: float) -> list[float]:
     return [v for c in centre for v in (c - half, c + half)]
 
 
-RENDERED = {"AUC": "turbo", "T": "inferno", "p": "viridis", "A": "magma"}  # quantity -> colour map
+RENDERED = {"AUC": "turbo", "T": "inferno", "p": "viridis", "A": "magma", "kill": "plasma"}  # quantity -> colour map
 
 
 def slice_renders(folder: Path, out: Path) -> dict[str, Path]:

@@ -74,6 +74,8 @@ class FieldRecorder(Recorder):
             for key in ("C", "C_c", "A", "AUC"):
                 if key in wanted:
                     out[array_name(key, a.name)] = (key, fem.Function(model.V))
+            if "log10_kill" in wanted:  # optional output field "log10_kill": array kill_<agent>_log10
+                out[array_name("kill", a.name)] = ("kill", fem.Function(model.V))
         return out
 
     def _refresh(self) -> None:
@@ -86,6 +88,8 @@ class FieldRecorder(Recorder):
             for key, values in (("C", C), ("C_c", C_c), ("A", A), ("AUC", a.auc_free)):
                 if array_name(key, a.name) in o:
                     o[array_name(key, a.name)][1].x.array[:] = values
+            if array_name("kill", a.name) in o:
+                o[array_name("kill", a.name)][1].x.array[:] = m.log10_kill(a)
 
     def record(self, t: float, row: dict[str, float], output_time: bool) -> None:
         if self.writer is None or not (t == 0.0 or output_time):

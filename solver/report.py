@@ -15,7 +15,16 @@ from pathlib import Path
 from solver import plots, results
 from solver.output import clinical, write_atomic
 
-SECTIONS = ("Case", "Outcomes", "Time series", "Drug-volume histogram", "Slices", "Drug balance", "Provenance")
+SECTIONS = (
+    "Case",
+    "Outcomes",
+    "Time series",
+    "Drug-volume histogram",
+    "Survival-volume histogram",
+    "Slices",
+    "Drug balance",
+    "Provenance",
+)
 LEAK_LIMIT = 0.10  # seed 000: leak fraction x limb dose <= systemic tolerance; the 10 % rule
 CSS = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222;line-height:1.45}
 table{border-collapse:collapse;margin:0.5em 0 1em}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
@@ -60,6 +69,9 @@ def outcome_rows(summary: dict, coverage: dict[str, plots.DoseVolume]) -> list[l
                 r.get("tissue_drug_ug_per_g", "-"),
                 r["temperature_max_degC"],
                 r["cem43_max_min"],
+                r.get("time_above_40C_max_min", "-"),
+                r.get("log10_kill_mean", "-"),
+                100 * r["kill_coverage"] if "kill_coverage" in r else "-",
                 clinical("p", r["pressure_mean_Pa"]),
             ]
         )
@@ -77,6 +89,9 @@ OUTCOME_HEADER = [
     "parent drug at end of perfusion (ug/g)",
     "peak T (degC)",
     "max CEM43 (min)",
+    "max time above 40 C (min)",
+    "mean log10 kill",
+    "kill coverage (% with SF < 0.01)",
     "mean IFP (mmHg)",
 ]
 
@@ -101,6 +116,19 @@ def build(folder: Path) -> Path:
         parts.append(html_image(dvh, f"cumulative {auc_name}"))
     else:
         parts.append('<p class="note">No AUC field in this result (no drug, or AUC not in output.fields).</p>')
+    parts.append("<h2>Survival-volume histogram</h2>")
+    kill = plots.kill_volume_of(summary)
+    if kill:
+        svh = plots.dvh_plot(
+            kill,
+            f"log10 kill ({summary.get('primary_agent')}, heat-enhanced)",
+            figures / "survival_volume.png",
+            title="Survival-volume histogram (end of run)",
+            ylabel="volume with at least this log10 kill (%)",
+        )
+        parts.append(html_image(svh, "cumulative log10 kill: -log10 SF, SF = exp(-k INT TER(T) C dt)"))
+    else:
+        parts.append('<p class="note">No drug in this result: no tumour kill.</p>')
     parts.append("<h2>Slices</h2>")
     if has_fields:
         parts += [html_image(p, title) for title, p in plots.slice_renders(folder, figures).items()]
@@ -151,11 +179,13 @@ def _outcomes_section(summary: dict, coverage: dict[str, plots.DoseVolume]) -> s
         rows.append(
             [name, a["dose_kg"] * 1e6, 100 * tracer, verdict, 100 * a["systemic_leak_fraction"], *curve]
             + [a.get("perfusate_systemic_auc_ratio", "-"), a["peak_systemic_mg_per_L"], a["systemic_auc_mg_min_per_L"]]
+            + [a.get("marrow_surviving_fraction", "-")]
         )
     if rows:
         header = ["agent", "dose (mg)", "tracer leak (%)", "10 % rule", "drug leaked while isolated (% of dose)"]
         header += ["peak perfusate (mg/L)", "perfusate half-life (min)", "perfusate / systemic AUC"]
         header += ["peak systemic, release included (mg/L)", "systemic AUC, release included (mg min/L)"]
+        header += ["marrow progenitor surviving fraction"]
         out.append(html_table(header, rows))
         out.append(
             '<p class="note">Tracer leak: systemic tracer (a perfusate marker that neither decays nor crosses '
@@ -167,8 +197,11 @@ def _outcomes_section(summary: dict, coverage: dict[str, plots.DoseVolume]) -> s
     out.append(
         '<p class="note">AUC<i>n</i>: the free-drug AUC reached by at least <i>n</i> % of the region volume (from '
         "cell means of the P1 field). Muscle and skin exposure, peak temperature and CEM43 are regional toxicity "
-        "surrogates to read beside the Wieberdink grades (seed 001, Table 1), never predictions of them. Tumour kill "
-        "(surviving fraction) is not computed: MODEL.md gives no kill-kinetics parameters.</p>"
+        "surrogates to read beside the Wieberdink grades (seed 001, Table 1), never predictions of them, and so are "
+        "the time above 40 C and the marrow surviving fraction (exp(-k f_u systemic AUC), CFU-GM k). Log10 kill: "
+        "-log10 SF with SF = exp(-k AUC_eff), AUC_eff = INT TER(T) C dt of the free drug, TER = exp(beta (T - 37 C)) "
+        "above 37 C (MODEL.md section 8); k is a calibration parameter (default 1 mL/(ug h)), so kill is a surrogate "
+        "to compare runs, not a predicted response. Coverage: the volume fraction with SF < 0.01 (cell means).</p>"
     )
     return "".join(out)
 

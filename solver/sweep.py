@@ -204,6 +204,18 @@ OUTCOMES = {  # column -> (label, function of summary)
         "tumour parent drug at end of perfusion (ug/g)",
         lambda s: _region(s, "tumour", "tissue_drug_ug_per_g", None),
     ),
+    "tumour_log10_kill_mean": (
+        "tumour mean log10 kill",
+        lambda s: _region(s, "tumour", "log10_kill_mean", None),
+    ),
+    "tumour_kill_coverage_percent": (
+        "tumour kill coverage (% with SF < 0.01)",
+        lambda s: 100 * _region(s, "tumour", "kill_coverage", None),
+    ),
+    "marrow_surviving_fraction": (
+        "marrow progenitor surviving fraction",
+        lambda s: s.get("marrow_surviving_fraction", float("nan")),
+    ),
     "tracer_leak_percent": ("tracer leak (%)", lambda s: 100 * s.get("tracer_leak_fraction", float("nan"))),
     "systemic_leak_percent": ("drug leaked while isolated (% of dose)", lambda s: 100 * s["systemic_leak_fraction"]),
     "drug_balance_relative_error": ("drug balance error", lambda s: s["drug_balance_relative_error"]),
@@ -277,7 +289,7 @@ def _plots(folder: Path, rows: list[dict], params: list[str]) -> list[Path]:
 
     made = []
     shown = ["tumour_auc90_mg_min_per_L", "tumour_auc_free_mg_min_per_L", "muscle_auc_free_mg_min_per_L"]
-    shown += ["tumour_adducts_mg_per_L", "systemic_leak_percent"]
+    shown += ["tumour_adducts_mg_per_L", "tumour_log10_kill_mean", "systemic_leak_percent"]
     for i, param in enumerate(params):
         others = [p for p in params if p != param]
         fig, axes = plt.subplots(1, len(shown), figsize=(4.0 * len(shown), 3.6), layout="constrained")

@@ -138,3 +138,45 @@ def test_coverage_equals_the_fraction_computed_from_nodal_values(runs):
     h = got["kill_volume_histogram"]
     for level, fraction in zip(h["log10_kill"], h["volume_fraction"], strict=True):
         assert fraction == pytest.approx(volume[mean_kill >= level].sum() / volume.sum(), rel=1e-12, abs=1e-15)
+
+
+@pytest.mark.serial
+def test_kill_field_report_compare_and_collect(shared_tmp):
+    """The optional "log10_kill" field holds the nodal log10 kill; the report shows the survival-volume histogram
+    and the kill columns; compare and collect read the tumour log-kill and coverage."""
+    from solver import compare, report, results, sweep
+    from solver.simulation import run_case
+    from solver.vtkhdf import VTKHDFSeries
+
+    folders = []
+    for name, inflow in (("hot", "42 degC"), ("mild", "38 degC")):
+        raw = copy.deepcopy(_uniform_case("1 min"))
+        raw["protocol"]["inflow_temperature"] = [{"time": "0 min", "value": inflow}]
+        raw["agents"]["melphalan"] = {"kill_constant": K_CASE}
+        raw["output"] = {"interval": "15 min", "fields": ["T", "AUC", "log10_kill"], "formats": ["vtkhdf"]}
+        case = parse_case_tree(raw, ROOT / "cases" / "well-mixed.toml")
+        folder = shared_tmp / name
+        result = run_case(case, folder, MPI.COMM_WORLD, quiet=True)
+        folders.append(folder)
+        series = VTKHDFSeries(folder / results.FIELDS_VTKHDF)
+        assert "kill_melphalan_log10" in series.point_names
+        kill = series.point_data("kill_melphalan_log10", -1)
+        expected = result.summary["regions"]["muscle"]["log10_kill_mean"]
+        assert kill.min() == pytest.approx(expected, rel=1e-6) and kill.max() == pytest.approx(expected, rel=1e-6)
+        assert results.missing_keys(result.summary) == []
+    page = report.build(folders[0]).read_text()
+    assert "<h2>Survival-volume histogram</h2>" in page and "mean log10 kill" in page
+    assert "kill coverage (% with SF &lt; 0.01)" in page and "marrow progenitor surviving fraction" in page
+    compared = [compare.Result(f) for f in folders]
+    for r in compared:  # the well-mixed limb is all muscle: read it as the tumour
+        r.summary["regions"]["tumour"] = r.summary["regions"]["muscle"]
+    _, rows = compare.table(compared)
+    by_name = {row[0]: row[1:] for row in rows}
+    hot, mild = (r.summary["regions"]["muscle"] for r in compared)
+    assert by_name["tumour mean log10 kill"] == [hot["log10_kill_mean"], mild["log10_kill_mean"]]
+    coverage = by_name["tumour kill coverage (% with SF < 0.01)"]
+    assert coverage == [100 * hot["kill_coverage"], 100 * mild["kill_coverage"]]
+    collected = {k: get(compared[0].summary) for k, (_, get) in sweep.OUTCOMES.items()}
+    assert collected["tumour_log10_kill_mean"] == hot["log10_kill_mean"]
+    assert collected["tumour_kill_coverage_percent"] == 100 * hot["kill_coverage"]
+    assert collected["marrow_surviving_fraction"] == compared[0].summary["marrow_surviving_fraction"]
