@@ -168,6 +168,16 @@ class Reader:
         return np.asarray(np.load(self.path / f"{name}.npy", mmap_mode="r")[self.index[id(space)]])
 
 
+_ACTIVE: list[StopFlag] = []  # installed stop flags, whose handlers a library may have reset
+
+
+def reassert_stop_handlers() -> None:
+    """After ``gmsh.initialize()``: it puts SIGTERM (and SIGINT) back to the default action at C level, so a
+    stop request while meshing, or at any time after, killed the run instead of stopping it."""
+    for flag in _ACTIVE:
+        flag.reassert()
+
+
 class StopFlag:
     """SIGUSR1 and SIGTERM set a flag instead of killing the process; the time loop reads it between steps
     (all ranks together) and stops there with a checkpoint. SLURM sends USR1 (``--signal``) before the wall
@@ -178,11 +188,19 @@ class StopFlag:
     def __init__(self) -> None:
         self.received: str | None = None
         self._previous: dict[int, Any] = {}
+        self._installs = 0  # nested installs: the handlers stay until the outermost uninstall
 
     def _handle(self, signum: int, _frame) -> None:
         self.received = signal.Signals(signum).name
 
     def install(self) -> StopFlag:
+        """Catch the signals. Installs nest: the command installs before it reads the case (a stop asked for
+        while meshing or compiling is kept), the run installs again, and a repeated signal during the run's
+        end still finds the handler."""
+        self._installs += 1
+        if self._installs > 1:
+            return self
+        _ACTIVE.append(self)
         try:
             for s in self.SIGNALS:
                 self._previous[s] = signal.signal(s, self._handle)
@@ -190,10 +208,21 @@ class StopFlag:
             self._previous.clear()
         return self
 
+    def reassert(self) -> None:
+        """Register the handlers again (a library reset them at C level without Python knowing)."""
+        if self._installs and self._previous:
+            for s in self.SIGNALS:
+                signal.signal(s, self._handle)
+
     def uninstall(self) -> None:
+        self._installs = max(self._installs - 1, 0)
+        if self._installs:
+            return
         for s, handler in self._previous.items():
             signal.signal(s, handler)
         self._previous.clear()
+        if self in _ACTIVE:
+            _ACTIVE.remove(self)
 
     def any_rank(self, comm: MPI.Comm) -> str | None:
         """The signal received by any rank (the name), the same answer on every rank."""

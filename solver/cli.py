@@ -175,14 +175,15 @@ def owned(comm: MPI.Comm, folder: Path, command: str, create: bool = True) -> It
 
 
 def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
-    case = load_case(Path(args.case), comm)
     from solver import checkpoint
     from solver.simulation import Stopping
 
+    signals = checkpoint.StopFlag().install()  # from the start: a stop asked for while meshing or compiling is kept
+    case = load_case(Path(args.case), comm)
     stopping = Stopping(
         checkpoint_interval=_time_option("--checkpoint-every", args.checkpoint_every),
         stop_at=_time_option("--stop-at", args.stop_at),
-        signals=checkpoint.StopFlag(),
+        signals=signals,
     )
     if args.resume is not None and (args.output is not None or args.force or args.continue_):
         raise UsageError("--resume continues its own folder: leave out -o/--output, --force and --continue")
@@ -418,6 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     from solver.checkpoint import CheckpointError, RunStopped
     from solver.meshing import MeshError
     from solver.output import OutputError
+    from solver.physics.linear import SolveError
 
     comm = MPI.COMM_WORLD  # the only place the world communicator is taken
     args = parser().parse_args(argv)
@@ -430,6 +432,10 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"isolimb: error: {err}", file=sys.stderr, flush=True)
         return 2
+    except SolveError as err:  # every rank gives up at the same step: one line, the time, equation and reason
+        if comm.rank == 0:
+            print(f"isolimb: the solver gave up: {err}", file=sys.stderr, flush=True)
+        return 1
     except Exception as err:
         # Unexpected failure on one rank: report and end all ranks rather than hang.
         print(f"isolimb: internal error on rank {comm.rank}: {type(err).__name__}: {err}", file=sys.stderr)

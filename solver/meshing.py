@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from mpi4py import MPI
 
-from solver import results
+from solver import checkpoint, results
 from solver.case import (
     Case,
     CylinderMesh,
@@ -245,6 +245,7 @@ def _file_ids(path: Path) -> tuple[set[int], set[int], int]:
         started = not gmsh.isInitialized()
         if started:
             gmsh.initialize(interruptible=False)
+            checkpoint.reassert_stop_handlers()  # gmsh resets SIGTERM to its default action
         gmsh.option.setNumber("General.Terminal", 0)
         gmsh.model.add("isolimb-check")
         try:
@@ -540,6 +541,7 @@ def _run_gmsh(comm: MPI.Comm, case: Case, build) -> TaggedMesh:
     error = None
     if comm.rank == 0:
         gmsh.initialize(interruptible=False)
+        checkpoint.reassert_stop_handlers()  # gmsh resets SIGTERM to its default action
         gmsh.option.setNumber("General.Terminal", 0)
         gmsh.model.add("isolimb")
         try:

@@ -110,6 +110,9 @@ class Simulation:
         else:
             self._resume(self.restart_state)
         next_checkpoint = self._next_checkpoint(self.t)
+        if self.stopping.signals is not None and self.stopping.signals.any_rank(self.comm):
+            # a stop asked for while meshing, compiling or starting: checkpoint the initial state and stop
+            next_checkpoint = self._checkpoint_or_stop(next_checkpoint, wall)
         while self.t < self.end * (1 - 1e-12):
             t = self.t
             m.events(t, self.doses_done)
@@ -494,6 +497,12 @@ def run_case(
         log.stop()
         say(f"isolimb: {stopped}")
         say(f"  continue with: isolimb run <case> --resume {folder}  (on any number of ranks)")
+        log.close()
+        model.destroy()
+        raise
+    except SolveError as err:  # raised on every rank alike: the last line of run.log says why
+        log.stop()
+        say(f"isolimb: the solver gave up: {err}")
         log.close()
         model.destroy()
         raise

@@ -176,3 +176,55 @@ def test_interval_checkpoints_replace_each_other(comm, shared_tmp):
     assert [line.split()[2] for line in log.splitlines() if "checkpoint written" in line] == ["4.0", "8.0", "11.0"]
     assert sorted(p.name for p in shared_tmp.iterdir() if "checkpoint" in p.name) == ["checkpoint"]
     assert os.path.exists(shared_tmp / "checkpoint" / "keys.npy")
+
+
+def _early_stop(out: Path, command: list[str], signals: tuple[int, int]) -> subprocess.CompletedProcess:
+    """Start ``command``, send the two signals 0.2 s apart as soon as its run.log exists, wait for the end."""
+    job = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 60
+    while not (out / results.RUN_LOG).exists():  # the run has started: its handlers are in place
+        assert job.poll() is None and time.monotonic() < deadline, "the run did not start"
+        time.sleep(0.02)
+    job.send_signal(signals[0])
+    time.sleep(0.2)
+    job.send_signal(signals[1])  # a second request changes nothing
+    output, _ = job.communicate(timeout=120)
+    return subprocess.CompletedProcess(command, job.returncode, output)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_a_stop_asked_for_while_meshing_is_honoured(tmp_path, ranks):
+    """Issue 16: two stop requests in the first moments of a run, while it meshes or compiles, stop it with
+    status 75 and a checkpoint instead of being lost or killing it; it then resumes. One rank gets SIGUSR1 then
+    SIGTERM itself; two ranks get SIGUSR1 twice through MPICH's mpiexec (which forwards one SIGTERM but aborts
+    the job on a second, whatever the program does)."""
+    out = tmp_path / "early"
+    command = [str(BIN / "isolimb"), "run", str(SMALL), "-o", str(out), "-q"]
+    if ranks == 1:
+        done = _early_stop(out, command, (signal.SIGUSR1, signal.SIGTERM))
+    else:
+        done = _early_stop(out, [str(BIN / "mpiexec"), "-n", "2", *command], (signal.SIGUSR1, signal.SIGUSR1))
+    assert done.returncode == cli.EXIT_STOPPED, done.stdout
+    assert "Traceback" not in done.stdout and "Caught signal" not in done.stdout
+    state = checkpoint.read_state(out / "checkpoint")
+    assert state["time"] < 40 * 60 and not (out / results.SUMMARY).exists()
+    assert _cli(["run", str(SMALL), "--resume", str(out), "-q"]).returncode == 0
+    assert json.loads((out / results.SUMMARY).read_text())["drug_balance_relative_error"] < 1e-10
+
+
+@pytest.mark.serial
+def test_a_solver_that_gives_up_is_one_line_in_the_terminal_and_the_log(tmp_path):
+    """Issue 16: a transport solver that fails after every cut-back ends the run with one line naming the time,
+    the equation and the PETSc reason (no traceback), also as the last line of run.log."""
+    text = SMALL.read_text() + "\n[numerics.petsc.transport]\nksp_max_it = 1\nksp_rtol = 1e-14\n"
+    case_dir = tmp_path / "case"
+    case_dir.mkdir()
+    (case_dir / "case.toml").write_text(text.replace("[numerics]\n", "[numerics]\n", 1))
+    done = _cli(["run", str(case_dir), "-o", str(tmp_path / "r"), "-q"])
+    assert done.returncode == 1, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "the solver gave up" in lines[0] and "transport_melphalan" in lines[0] and "PETSc reason" in lines[0]
+    log = (tmp_path / "r" / results.RUN_LOG).read_text().strip().splitlines()
+    assert "the solver gave up" in log[-1]
