@@ -78,7 +78,8 @@ def main(argv: list[str]) -> None:
     cut.SliceType.Origin = centre
     cut.SliceType.Normal = [1.0, 0.0, 0.0]
     colour(pv.Show(cut, view), view, args.field)
-    pv.Hide3DWidgets(proxy=cut.SliceType)
+    if hasattr(pv, "Hide3DWidgets"):  # a GUI helper: ParaView 5.13's pvbatch has none (AttributeError there)
+        pv.Hide3DWidgets(proxy=cut.SliceType)
     size = SETTINGS["size"]
     view.CameraFocalPoint = centre
     view.CameraPosition = [centre[0] + 3.0 * size, centre[1], centre[2]]
