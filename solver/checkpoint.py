@@ -95,6 +95,14 @@ def write(
     """Write ``folder/checkpoint`` (collective): ``state`` as JSON, ``fields`` (name -> (space, local values))
     as arrays in key order. Returns the checkpoint folder."""
     target, tmp, old = folder / NAME, folder / f".{NAME}.tmp", folder / f".{NAME}.old"
+    state = {"format": FORMAT, "ranks": comm.size, "fields": sorted(fields), **state}
+    try:  # strict JSON, decided on every rank alike before anything is written
+        text, problem = json.dumps(state, indent=1, allow_nan=False) + "\n", ""
+    except ValueError as err:
+        text, problem = "", str(err)
+    problems = comm.allgather(problem)
+    if any(problems):
+        raise CheckpointError(f"{folder}: the run's state is not finite ({next(p for p in problems if p)})")
     if comm.rank == 0:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
@@ -118,8 +126,7 @@ def write(
             perm = spaces[id(space)]
             np.save(tmp / f"{name}.npy", np.concatenate(gathered)[perm])
     if comm.rank == 0:
-        state = {"format": FORMAT, "ranks": comm.size, "fields": sorted(fields), **state}
-        (tmp / results.CHECKPOINT_STATE).write_text(json.dumps(state, indent=1) + "\n")
+        (tmp / results.CHECKPOINT_STATE).write_text(text)
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)
