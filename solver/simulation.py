@@ -533,7 +533,10 @@ def run_case(
     model.destroy()  # PETSc solvers, matrices and their options: nothing leaks into a next run in this process
     comm.barrier()  # every rank returns with every file in place
     s = result.summary
-    headline = f"balance error {s['drug_balance_relative_error']:.1e}, leak {100 * s['systemic_leak_fraction']:.2f} %"
+    headline = f"balance error {s['drug_balance_relative_error']:.1e}"
+    if model.agents:
+        tracer, drug = 100 * s["tracer_leak_fraction"], 100 * s["systemic_leak_fraction"]
+        headline += f", tracer leak {tracer:.2f} % (drug leaked {drug:.2f} %)"
     if "tumour" in s["regions"] and model.agents:
         auc = clinical("AUC", s["regions"]["tumour"]["auc_free_mean"])
         headline += f", tumour free-drug AUC {auc:.1f} mg min/L"
