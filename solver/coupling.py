@@ -177,7 +177,7 @@ class CoupledModel:
             if protocol and protocol.metabolism
             else None
         )
-        self.uptake_factor = fem.Constant(msh, 1.0)  # acidosis potentiation (metabolism), else 1
+        self.uptake_factor = 1.0  # acidosis potentiation of uptake (metabolism), else 1
         self.exchange_stale = True  # pressure solved since the transport exchange terms were last assembled
         self._pressure_for: tuple | None = None  # (TNF state, isolated) the pressure was last solved for
         self._build_pressure()
@@ -278,9 +278,9 @@ class CoupledModel:
             sigma_d=params.sigma_d,
             f_u=f_u,
         )
-        rates = ThermalRates(self.V, params.half_life, params.alkylation_half_life, params.Ea, params.D)
-        rates.update(self.T.x.array)
-        kinetics = rates.kinetics(params.k_up * self.uptake_factor, params.kappa)
+        rates = ThermalRates(self.V, params.half_life, params.alkylation_half_life, params.Ea, params.D, params.k_up)
+        rates.update(self.T.x.array, self.uptake_factor)
+        kinetics = rates.kinetics(params.kappa)
         transport = Transport(
             self.tm.mesh,
             self.degree,
@@ -351,7 +351,7 @@ class CoupledModel:
         for a in self.agents:
             a.f_u.value = a.f_u_perfusate if isolated else a.params.f_u
         if not isolated:  # reperfused: the limb's blood rejoins the body, no more trapped-blood acidosis
-            self.uptake_factor.value = 1.0
+            self.uptake_factor = 1.0
         self.isolated = isolated
 
     def protocol_state(self) -> dict:
@@ -419,7 +419,8 @@ class CoupledModel:
 
     def limb_mean_temperature(self) -> float:
         """Volume-mean tissue temperature (K) over the whole limb."""
-        return sum(self.region_temperatures()[r] * self.volumes[r] for r in self.tm.regions) / self.limb_volume
+        means = self.region_temperatures()  # one reduction over ranks for every region
+        return sum(means[r] * self.volumes[r] for r in self.tm.regions) / self.limb_volume
 
     def log10_kill(self, a: Agent) -> np.ndarray:
         """Nodal log10 kill of tumour cells by agent ``a`` so far: -log10 exp(-k AUC_eff) (MODEL.md section 8)."""
@@ -467,11 +468,11 @@ class CoupledModel:
                 self.heat.step()
             if self.metabolism is not None and self.isolated:  # trapped-blood acid-base of ILI (section 7)
                 self.metabolism.step(dt, self.limb_mean_temperature())
-                self.uptake_factor.value = self.metabolism.uptake_factor
+                self.uptake_factor = self.metabolism.uptake_factor
         with self.timer("transport"):
             exchange_changed = self.exchange_stale or bool(changed)
             for a in self.agents:  # tissue drug, implicit with its circuit (sections 3 and 4)
-                a.rates.update(self.T.x.array)
+                a.rates.update(self.T.x.array, self.uptake_factor)
                 a.transport.prepare(exchange_changed)
                 a.transport.solve_split()
                 vascular, lymph = a.transport.rates()
@@ -535,7 +536,7 @@ class CoupledModel:
         if self.metabolism is not None:
             mb = self.metabolism
             mb.oxygen, mb.lactate, mb.oxygen_used = s["metabolism"]
-            self.uptake_factor.value = mb.uptake_factor
+            self.uptake_factor = mb.uptake_factor
         for a in self.agents:
             saved = s["agents"][a.name]
             a.circuit.restore(saved["circuit"])

@@ -63,7 +63,6 @@ class LinearSystem:
         self._correction = self.b.duplicate()
         self.iterations: list[int] = []
         self._assembled = False
-        self.n_owned = u.function_space.dofmap.index_map.size_local * u.function_space.dofmap.index_map_bs
         # owned values added to the matrix diagonal at assembly (lumped terms); zero them on Dirichlet rows
         self.diagonal: np.ndarray | None = None
         self._diagonal_vec = self.b.duplicate()

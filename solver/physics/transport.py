@@ -116,24 +116,29 @@ class Kinetics:
 
 
 class ThermalRates:
-    """k_h, k_alk (1/s) and D (m^2/s) of one agent at the current temperature, as Functions on the
-    temperature's space: Arrhenius rates and Stokes-Einstein diffusivity evaluated at the nodes by
-    :meth:`update`, once per step (forms read them as plain coefficients)."""
+    """k_h, k_alk, k_up (1/s) and D (m^2/s) of one agent at the current state, as Functions on the
+    temperature's space: Arrhenius rates, the uptake rate (times the metabolic potentiation) and Stokes-Einstein
+    diffusivity evaluated at the nodes by :meth:`update`, once per step (forms and the nodal elimination read
+    them as plain arrays, nothing is interpolated in the time loop)."""
 
-    def __init__(self, V: fem.FunctionSpace, half_life: float, alkylation_half_life: float, Ea: float, D_37: float):
+    def __init__(
+        self, V: fem.FunctionSpace, half_life: float, alkylation_half_life: float, Ea: float, D_37: float, k_up: float
+    ):
         self.k_h37, self.k_alk37 = np.log(2.0) / half_life, np.log(2.0) / alkylation_half_life
-        self.Ea, self.D_37 = Ea, D_37
-        self.k_h, self.k_alk, self.D = (fem.Function(V, name=n) for n in ("k_h", "k_alk", "D"))
+        self.Ea, self.D_37, self.k_up0 = Ea, D_37, k_up
+        self.k_h, self.k_alk, self.k_up, self.D = (fem.Function(V, name=n) for n in ("k_h", "k_alk", "k_up", "D"))
 
-    def update(self, T: np.ndarray) -> None:
-        """Set the rates at nodal temperatures ``T`` (K, owned and ghost values)."""
+    def update(self, T: np.ndarray, uptake_factor: float = 1.0) -> None:
+        """Set the rates at nodal temperatures ``T`` (K, owned and ghost values); ``uptake_factor`` multiplies
+        the uptake rate (acidosis potentiation, 1 otherwise)."""
         factor = arrhenius(1.0, self.Ea, T)
         self.k_h.x.array[:] = self.k_h37 * factor
         self.k_alk.x.array[:] = self.k_alk37 * factor
+        self.k_up.x.array[:] = self.k_up0 * uptake_factor
         self.D.x.array[:] = stokes_einstein(self.D_37, T)
 
-    def kinetics(self, k_up: float | ufl.core.expr.Expr, kappa: float) -> Kinetics:
-        return Kinetics(k_h=self.k_h, k_alk=self.k_alk, k_up=k_up, kappa=kappa, D=self.D)
+    def kinetics(self, kappa: float) -> Kinetics:
+        return Kinetics(k_h=self.k_h, k_alk=self.k_alk, k_up=self.k_up, kappa=kappa, D=self.D)
 
 
 def nodal(expr, V: fem.FunctionSpace) -> Callable[[], np.ndarray]:
