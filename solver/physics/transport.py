@@ -199,7 +199,8 @@ class TransportProblem(ABC):
 
     @abstractmethod
     def solve_split(self) -> None:
-        """Solve for the old-state response (C_p = 0) and the unit-perfusate response."""
+        """Solve for the old-state response (C_p = 0) and the unit-perfusate response; the step's fields are set
+        by :meth:`combine`."""
 
     @abstractmethod
     def rates(self) -> tuple[tuple[float, float], tuple[float, float]]:

@@ -245,8 +245,7 @@ class LumpedTransport(TransportProblem):
             raise RuntimeError("superposition needs homogeneous drug boundary conditions")
         self.system.solve(rhs=0, out=self.C, nodal=self._old_rhs())
         self.system.solve(rhs=1, out=self.C_unit, nodal=self.scale * self.exchange["a"][: self.n_owned])
-        self.C_p.value = 0.0
-        self._eliminate()
+        self.C_p.value = 0.0  # C_c and A follow in combine(), once the circuit has given C_p
 
     def _dot(self, *pairs: tuple[np.ndarray, np.ndarray]) -> list[float]:
         n = self.n_owned
