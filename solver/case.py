@@ -161,7 +161,9 @@ class AgentParams(Strict):
     sigma_d: Fraction
     f_u: Annotated[float, Field(gt=0, le=1)]  # unbound fraction in plasma
     half_life: Q(U.TIME, Pos)
-    Ea: Q(U.MOLAR_ENERGY, NonNeg)
+    Ea: Q(U.MOLAR_ENERGY, NonNeg)  # activation energy of hydrolysis (tissue and perfusate)
+    Ea_alkylation: Q(U.MOLAR_ENERGY, NonNeg)  # of DNA alkylation of intracellular drug
+    Ea_uptake: Q(U.MOLAR_ENERGY, NonNeg)  # of membrane uptake (carrier transport)
     k_up: Q(U.RATE, NonNeg)
     kappa: Annotated[float, Field(gt=0)]
     alkylation_half_life: Q(U.TIME, Pos)

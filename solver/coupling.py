@@ -278,7 +278,14 @@ class CoupledModel:
             sigma_d=params.sigma_d,
             f_u=f_u,
         )
-        rates = ThermalRates(self.V, params.half_life, params.alkylation_half_life, params.Ea, params.D, params.k_up)
+        rates = ThermalRates(
+            self.V,
+            params.half_life,
+            params.alkylation_half_life,
+            params.D,
+            params.k_up,
+            Ea=(params.Ea, params.Ea_alkylation, params.Ea_uptake),
+        )
         rates.update(self.T.x.array, self.uptake_factor)
         kinetics = rates.kinetics(params.kappa)
         transport = Transport(
