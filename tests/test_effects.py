@@ -37,8 +37,8 @@ def test_thermal_enhancement_ratio_by_hand():
 def test_each_rate_has_its_own_activation_energy(comm):
     """Heat that enhances (MODEL.md sections 4 and 8): at 42 C hydrolysis and alkylation follow 60.7 kJ/mol and
     uptake 50 kJ/mol, typed here from MODEL.md, not read from the engine's defaults; Stokes-Einstein for D."""
-    from dolfinx import mesh as dmesh
     from dolfinx import fem
+    from dolfinx import mesh as dmesh
 
     from solver.physics.transport import ThermalRates
 
