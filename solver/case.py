@@ -344,7 +344,7 @@ class Numerics(Strict):
 class Output(Strict):
     folder: str = "results"
     interval: Q(U.TIME, Pos) | None = None
-    # "log10_kill" (log10 kill of each agent, nodal) is optional: not written unless asked for
+    # "log10_kill": log10 kill of tumour cells by each agent (nodal), the report's kill slice
     fields: list[Literal["p", "u", "T", "C", "C_c", "A", "AUC", "CEM43", "log10_kill"]] = [
         "p",
         "u",
@@ -354,6 +354,7 @@ class Output(Strict):
         "A",
         "AUC",
         "CEM43",
+        "log10_kill",
     ]
     formats: list[Literal["vtx", "vtkhdf", "xdmf"]] = ["vtx", "vtkhdf", "xdmf"]
 

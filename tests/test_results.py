@@ -158,7 +158,8 @@ def test_report_has_every_section_and_picture(small):
     page = path.read_text()
     for section in report.SECTIONS:
         assert f"<h2>{section}</h2>" in page, section
-    assert page.count("data:image/png;base64,") >= 9  # 3 time series, pressure, DVH, 4 slices
+    assert page.count("data:image/png;base64,") >= 10  # 3 time series, pressure, DVH, 5 slices
+    assert "kill_melphalan_log10 on the slice through the tumour centre" in page  # the kill slice (issue 13)
     summary = json.loads((small / results.SUMMARY).read_text())
     assert f"{summary['drug_balance_relative_error']:.2e}" in page
     assert "[protocol]" in page and "case.toml (as given)" in page  # the case file, verbatim
