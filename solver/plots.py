@@ -69,6 +69,8 @@ def time_series_plots(folder: Path, out: Path) -> dict[str, Path]:
         made[f"{agent} leak"] = save(fig, out / f"leak_{agent}.png")
     fig, ax = figure("Temperatures", "temperature (degC)")
     ax.plot(t, s["inflow_temperature_degC"], "k:", label="inflow")
+    if "probe_mean_degC" in s:  # the controller's probes (MODEL.md section 5)
+        ax.plot(t, s["probe_mean_degC"], "k-", lw=2, label="probes (mean)")
     for key in s:
         if key.startswith("T_") and key.endswith("_mean_degC"):
             ax.plot(t, s[key], label=key[2:-10] + " mean")

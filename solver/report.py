@@ -139,6 +139,14 @@ def build(folder: Path) -> Path:
     else:
         parts.append('<p class="note">No fields.vtkhdf in this result (output.formats).</p>')
     parts.append("<h2>Drug balance</h2>" + _balance_section(summary))
+    if "probe_temperature_degC" in summary:
+        probes = summary["probe_temperature_degC"]
+        parts.append(
+            "<h2>Probe-controlled temperature</h2>"
+            f"<p>The controller's probes (mean) read {probes['min']:.2f} to {probes['max']:.2f} degC from 15 min"
+            " after the start of perfusion to its end (seed 003 holds 38-39.5 C); probes and inflow are in the"
+            " temperature plot above.</p>"
+        )
     if "metabolism" in summary:
         m = summary["metabolism"]
         parts.append("<h2>Metabolic state at the end (ILI)</h2>" + html_table(["quantity", "value"], list(m.items())))

@@ -100,3 +100,21 @@ def test_probes_need_a_limb_or_points(tmp_path):
     raw["protocol"]["temperature_control"]["probes"] = [["0 cm", "0 cm", "3 cm"]]
     with pytest.raises(CaseError, match=r"temperature_control.target\[1\].time"):
         parse_case_tree(raw, tmp_path / "case.toml")
+
+
+@pytest.mark.serial
+def test_probes_in_summary_timeseries_and_report(tmp_path):
+    """summary.json's probe_temperature_degC is the min and max of the time series' probe mean from 15 min to
+    the end of perfusion; the report shows them."""
+    from mpi4py import MPI
+
+    from solver import report
+    from solver.simulation import run_case
+
+    raw = _leg_heat_only(25.0)
+    raw["output"] = {"interval": "25 min", "fields": ["T"], "formats": ["vtkhdf"]}
+    result = run_case(parse_case_tree(raw, CASES / "ilp-tm-sarcoma-leg" / "case.toml"), tmp_path, MPI.COMM_WORLD)
+    settled = [r["probe_mean_degC"] for r in result.series if 15.0 <= r["time_min"] <= 25.0]
+    assert result.summary["probe_temperature_degC"] == {"min": min(settled), "max": max(settled)}
+    page = report.build(tmp_path).read_text()
+    assert "<h2>Probe-controlled temperature</h2>" in page and f"{min(settled):.2f}" in page
