@@ -98,6 +98,12 @@ def targets(root: Path) -> list[list[str]]:
             f"{100 * s['tracer_leak_fraction'] / 2.7:.2f}", name)  # fmt: skip
         add("drug leaked to the body during isolation (% of dose)", "-",
             f"{100 * a['systemic_leak_fraction']:.2f}", "-", name)  # fmt: skip
+        if "probe_temperature_degC" in s:
+            probes = s["probe_temperature_degC"]
+            low, high, source = (39.0, 41.5, "seed 000") if "melanoma" in name else (38.0, 39.5, "seed 003")
+            inside = low <= probes["min"] and probes["max"] <= high
+            add("subcutaneous probes, 15 min to end of perfusion (C)", f"{low:g}-{high:g} ({source})",
+                f"{probes['min']:.2f}-{probes['max']:.2f}", "in band" if inside else "outside", name)  # fmt: skip
     if (root / LEAKY / "summary.json").exists():
         s, series, protocol = _load(root / LEAKY)
         during = (series["time_min"] >= 20) & (series["time_min"] <= protocol["perfusion_duration"] / 60)
