@@ -320,8 +320,13 @@ def cmd_collect(args: argparse.Namespace, comm: MPI.Comm) -> None:
     problem = None
     if comm.rank == 0:
         try:
-            path, missing, pictures = sweep.collect(Path(args.folder))
-            print(f"wrote {path} and {len(pictures)} plot(s)")
+            done = sweep.collect(Path(args.folder))
+            print(f"wrote {done.csv} and {len(done.plots)} plot(s)")
+            if done.sensitivity is not None:
+                print(f"wrote {done.sensitivity} and {done.sensitivity.with_suffix('.csv').name}")
+            for note in done.notes:
+                print(f"isolimb: note: {note}", file=sys.stderr)
+            missing = done.missing
             if missing:
                 print(f"isolimb: warning: {len(missing)} run(s) not finished: {', '.join(missing)}", file=sys.stderr)
         except sweep.SweepError as err:
@@ -396,12 +401,17 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", "--output", default="results/compare", help="folder for compare.html and its pictures")
     cp.add_argument("--force", action="store_true", help="replace an existing compare.html")
     cp.set_defaults(func=cmd_compare)
-    sw = sub.add_parser("sweep", help="expand a parameter grid into cases and a SLURM job array")
-    sw.add_argument("spec", help="sweep spec (TOML: base, ranks, time, launcher, [parameters])")
+    sw = sub.add_parser(
+        "sweep", help="expand a design (grid, lhs, sobol, saltelli, morris) into cases and a SLURM job array"
+    )
+    sw.add_argument("spec", help="sweep spec (TOML: base, ranks, time, launcher, [design], [parameters])")
     sw.add_argument("-o", "--output", required=True, help="folder for cases/, runs.csv, sweep.sbatch")
     sw.add_argument("--force", action="store_true", help="replace an existing sweep folder")
     sw.set_defaults(func=cmd_sweep)
-    co = sub.add_parser("collect", help="gather a sweep's summaries into collected.csv and plots")
+    co = sub.add_parser(
+        "collect",
+        help="gather a sweep's summaries into collected.csv and plots; sensitivity indices of a sampled design",
+    )
     co.add_argument("folder", help="a folder written by isolimb sweep")
     co.set_defaults(func=cmd_collect)
     pr = sub.add_parser("probe", help="field values at a point or along a line, as CSV on standard output")

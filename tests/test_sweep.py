@@ -80,7 +80,7 @@ def test_collect_gathers_finished_runs_and_names_the_missing(tmp_path):
         [str(BIN / "isolimb"), "run", str(out / "cases" / "run-0001"), "-q"], capture_output=True, env=_env()
     )
     assert done.returncode == 0, done.stderr
-    path, missing, pictures = collect(out)
+    path, missing, pictures, _, _ = collect(out)
     assert missing == ["run-0000"] and len(pictures) == 1
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -113,7 +113,7 @@ def test_slurm_job_array_of_mpi_runs(tmp_path, slurm):
     )
     logs = "".join(p.read_text() for p in (out / "logs").glob("*"))
     assert job.returncode == 0, job.stderr + logs
-    path, missing, _ = collect(out)
+    path, missing, *_ = collect(out)
     assert missing == []
     for run in ("run-0000", "run-0001"):
         prov = json.loads((out / "results" / run / results.PROVENANCE).read_text())
