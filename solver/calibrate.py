@@ -155,7 +155,10 @@ def calibrate(spec_path: Path, out: Path | None = None) -> tuple[dict, Path]:
         rows = {r["id"]: r for r in csv.DictReader(f)}
     with open(folder / results.RUNS, newline="") as f:
         ids = [r["id"] for r in csv.DictReader(f)]
-    params = [Parameter(p["name"], Distribution.model_validate(p["distribution"])) for p in design["parameters"]]
+    try:
+        params = [Parameter(p["name"], Distribution.model_validate(p["distribution"])) for p in design["parameters"]]
+    except (DesignError, ValueError, KeyError) as err:
+        raise CalibrationError(f"{folder / results.DESIGN}: damaged ({err})") from None
     u_all = np.array(design["unit_samples"], dtype=float)
     finished = [i for i, run in enumerate(ids) if run in rows]
     u = u_all[finished]

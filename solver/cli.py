@@ -1,4 +1,5 @@
-"""The ``isolimb`` command: ``check``, ``mesh``, ``run``; ``report``, ``probe``, ``compare``; ``sweep``, ``collect``.
+"""The ``isolimb`` command: ``check``, ``mesh``, ``run``; ``report``, ``probe``, ``compare``; ``sweep``, ``collect``,
+``calibrate``.
 
 Errors in the user's input (case file, mesh file, existing results) end every rank with one line on
 standard error and exit status 2, never a traceback and never a hang.
@@ -334,6 +335,30 @@ def cmd_collect(args: argparse.Namespace, comm: MPI.Comm) -> None:
     refuse_if(comm, problem)
 
 
+def cmd_calibrate(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    from solver import calibrate
+
+    problem = None
+    if comm.rank == 0:
+        try:
+            out = Path(args.output) if args.output else None
+            if out is not None:
+                problem = _folder_problem(out)
+            if problem is None:
+                result, md = calibrate.calibrate(Path(args.spec), out)
+                print(md.read_text())
+                print(f"wrote {md} and {md.with_name('calibration.json')}", flush=True)
+                if result["effective_samples"] < 200:
+                    print(
+                        f"isolimb: warning: only {result['effective_samples']:.0f} effective posterior samples: "
+                        "raise samples",
+                        file=sys.stderr,
+                    )
+        except calibrate.CalibrationError as err:
+            problem = str(err)
+    refuse_if(comm, problem)
+
+
 def cmd_probe(args: argparse.Namespace, comm: MPI.Comm) -> None:
     from solver import probe, units
 
@@ -414,6 +439,12 @@ def parser() -> argparse.ArgumentParser:
     )
     co.add_argument("folder", help="a folder written by isolimb sweep")
     co.set_defaults(func=cmd_collect)
+    ca = sub.add_parser(
+        "calibrate", help="fit a sampled sweep's parameters to targets over an emulator; predict held-back targets"
+    )
+    ca.add_argument("spec", help="calibration spec (TOML: sweep, samples, seed, [[targets]])")
+    ca.add_argument("-o", "--output", help="folder for calibration.json and calibration.md (default: the sweep's)")
+    ca.set_defaults(func=cmd_calibrate)
     pr = sub.add_parser("probe", help="field values at a point or along a line, as CSV on standard output")
     pr.add_argument("results")
     pr.add_argument("--field", required=True, help="array name, e.g. T_degC or AUC_melphalan_mg_min_per_L")

@@ -14,7 +14,8 @@ Every design is drawn in the unit hypercube and mapped through each parameter's 
 units of the case file (the samples are written with the unit of the range's first value). Distributions:
 ``uniform`` and ``loguniform`` (``range``), ``triangular`` (``range``, ``mode``), ``normal`` (``mean``, ``sd``,
 truncated to ``range`` if given), ``lognormal`` (``median``, ``gsd`` the geometric standard deviation, a number
-> 1, truncated to ``range`` if given). Dimensionless parameters take bare numbers.
+> 1, truncated to ``range`` if given). Dimensionless parameters take bare numbers. ``also = [paths]`` writes the
+same value at more places of the case (the points of a temperature plateau).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class Distribution(BaseModel):
     sd: Scalar | None = None
     median: Scalar | None = None
     gsd: float | None = None
+    also: list[str] = []  # more dotted paths that take the same value (e.g. every point of a temperature plateau)
 
 
 class Design(BaseModel):
@@ -113,6 +115,7 @@ class Parameter:
             "lognormal": ("median", "gsd"),
         }[d]
         given = {k for k in ("range", "mode", "mean", "sd", "median", "gsd") if getattr(spec, k) is not None}
+        self.also = list(spec.also)
         if missing := [k for k in needed if k not in given]:
             raise DesignError(f"parameter {name!r}: a {d} distribution needs {' and '.join(missing)}")
         extra = given - set(needed) - ({"range"} if d in ("normal", "lognormal") else set())

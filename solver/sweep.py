@@ -108,9 +108,11 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
     for i, values in enumerate(rows):
         run_id = f"run-{i:04d}"
         raw = copy.deepcopy(base_raw)
+        also = {p.name: p.also for p in sampled}
         for name, value in zip(names, values, strict=True):
             try:
-                _set(raw, name, value, str(spec_path))
+                for path in (name, *also.get(name, ())):
+                    _set(raw, path, value, str(spec_path))
             except (IndexError, ValueError, KeyError, TypeError) as err:
                 raise SweepError(f"{spec_path}: parameter {name!r}: not a path into the base case ({err})") from None
         raw.setdefault("output", {})["folder"] = str((out / "results" / run_id).resolve())
@@ -192,7 +194,8 @@ SBATCH = """#!/bin/bash
 set -euo pipefail
 cd "${{SLURM_SUBMIT_DIR}}"
 export OMP_NUM_THREADS=1
-export XDG_CACHE_HOME="${{TMPDIR:-/tmp}}/isolimb-cache-${{SLURM_JOB_ID}}"   # node-local JIT cache
+# node-local JIT cache, shared by the tasks of this array on a node (forms compile once per node, not per run)
+export XDG_CACHE_HOME="${{TMPDIR:-/tmp}}/isolimb-cache-${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}"
 ID=$(printf "run-%04d" "${{SLURM_ARRAY_TASK_ID}}")
 ISOLIMB="${{ISOLIMB:-isolimb}}"
 {launch} "$ISOLIMB" run "cases/$ID" --continue --checkpoint-every "${{CHECKPOINT_EVERY:-10 min}}" -q &
@@ -260,6 +263,12 @@ OUTCOMES = {  # column -> (label, function of summary)
         "probe (subcutis) temperature (degC)",
         lambda s: _number_or_nan(s, "probe_temperature_degC"),
     ),
+    "perfusate_systemic_auc_ratio": (
+        "perfusate / systemic AUC",
+        lambda s: _agent(s, "perfusate_systemic_auc_ratio"),
+    ),
+    "peak_perfusate_mg_per_L": ("peak perfusate (mg/L)", lambda s: _agent(s, "peak_perfusate_mg_per_L")),
+    "peak_systemic_mg_per_L": ("peak systemic, release included (mg/L)", lambda s: _agent(s, "peak_systemic_mg_per_L")),
     "tracer_leak_percent": ("tracer leak (%)", lambda s: 100 * s.get("tracer_leak_fraction", float("nan"))),
     "systemic_leak_percent": ("drug leaked while isolated (% of dose)", lambda s: 100 * s["systemic_leak_fraction"]),
     "drug_balance_relative_error": ("drug balance error", lambda s: s["drug_balance_relative_error"]),
@@ -284,8 +293,17 @@ UNITS = {
     "marrow_surviving_fraction": "",
     "tracer_leak_percent": "%",
     "systemic_leak_percent": "%",
+    "perfusate_systemic_auc_ratio": "",
+    "peak_perfusate_mg_per_L": "mg/L",
+    "peak_systemic_mg_per_L": "mg/L",
     "drug_balance_relative_error": "",
 }
+
+
+def _agent(s: dict, key: str) -> float:
+    """A value of the primary agent's summary (nan without drug or key)."""
+    agent = s.get("agents", {}).get(s.get("primary_agent") or "", {})
+    return _number_or_nan(agent, key)
 
 
 def _number_or_nan(s: dict, key: str) -> float:

@@ -122,6 +122,87 @@ def test_slurm_job_array_of_mpi_runs(tmp_path, slurm):
         assert len(list(csv.DictReader(f))) == 2
 
 
+# A Sobol' study of 8 parameters at the smallest size that runs: student-small on a 6 mm mesh, 10 min of
+# perfusion in 2-min steps (about 3 s a run), a Saltelli design with n = 2 base points: 2 x (8 + 2) = 20 runs.
+TINY = {
+    'cell_size = "3 mm"': 'cell_size = "6 mm"',
+    'perfusion_duration = "30 min"': 'perfusion_duration = "10 min"',
+    'washout_duration = "5 min"': 'washout_duration = "2 min"',
+    'end_time = "65 min"': 'end_time = "16 min" #',
+    'time = "5 min"': 'time = "2 min"',
+    'dt = "1 min"': 'dt = "2 min"',
+    'interval = "10 min"': 'interval = "8 min"',
+}
+SOBOL = """
+base = "tiny/case.toml"
+time = "00:05:00"
+[design]
+method = "saltelli"
+n = 2
+seed = 7
+[parameters]
+"protocol.inflow_temperature.0.value" = { distribution = "uniform", range = ["39 degC", "42 degC"] }
+"protocol.flow" = { distribution = "uniform", range = ["3 mL/min", "8 mL/min"] }
+"protocol.leak_rate" = { distribution = "loguniform", range = ["0.01 %/min", "0.3 %/min"] }
+"protocol.doses.0.per_limb_volume" = { distribution = "triangular", range = ["7.5 mg/L", "13 mg/L"], mode = "10 mg/L" }
+"agents.melphalan.f_u" = { distribution = "uniform", range = [0.2, 0.45] }
+"agents.melphalan.P" = { distribution = "loguniform", range = ["1.2e-8 m/s", "4.8e-8 m/s"] }
+"agents.melphalan.kill_constant" = { distribution = "loguniform", range = ["0.1 mL/(ug*h)", "3 mL/(ug*h)"] }
+[parameters."tissue.tumour.Lp"]
+distribution = "normal"
+mean = "2.1e-11 m/(Pa s)"
+sd = "0.5e-11 m/(Pa s)"
+range = ["1e-11 m/(Pa s)", "4e-11 m/(Pa s)"]
+"""
+
+
+def tiny_sobol_study(tmp_path: Path) -> Path:
+    """The spec of the tiny Sobol' study, beside its base case."""
+    text = (CASES / "student-small" / "case.toml").read_text()
+    for old, new in TINY.items():
+        assert old in text, f"student-small changed: {old!r} not found"
+        text = text.replace(old, new)
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "case.toml").write_text(text)
+    (tmp_path / "sobol.toml").write_text(SOBOL)
+    return tmp_path / "sobol.toml"
+
+
+@pytest.mark.slow
+def test_slurm_sobol_study_of_eight_parameters(tmp_path, slurm):
+    """Issue 15's acceptance at a tiny size: isolimb sweep (Saltelli design, 8 parameters) -> a SLURM array of
+    20 runs -> isolimb collect, which writes Sobol' first- and total-order indices with intervals per headline
+    outcome; an outcome the case cannot give (no skin) is named and skipped."""
+    out = tmp_path / "sweep"
+    cli = [str(BIN / "isolimb")]
+    made = subprocess.run(
+        [*cli, "sweep", str(tiny_sobol_study(tmp_path)), "-o", str(out)], capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    job = subprocess.run(
+        ["sbatch", "--wait", "sweep.sbatch"], cwd=out, capture_output=True, text=True, env=slurm, timeout=600
+    )
+    logs = "".join(p.read_text() for p in (out / "logs").glob("*"))
+    assert job.returncode == 0, job.stderr + logs
+    collected = subprocess.run([*cli, "collect", str(out)], capture_output=True, text=True)
+    assert collected.returncode == 0, collected.stderr
+    assert "skin peak T (degC): not in the summaries" in collected.stderr
+    with open(out / results.SENSITIVITY_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    outcomes = {r["outcome"] for r in rows}
+    assert {"tumour_log10_kill_mean", "tumour_auc_free_mg_min_per_L", "muscle_auc_free_mg_min_per_L"} <= outcomes
+    assert {"tracer_leak_percent", "marrow_surviving_fraction", "tumour_tissue_drug_ug_per_g"} <= outcomes
+    kill = {r["parameter"]: r for r in rows if r["outcome"] == "tumour_log10_kill_mean"}
+    assert len(kill) == 8 and all(float(r["ST conf"]) >= 0 for r in kill.values())
+    page = (out / results.SENSITIVITY).read_text()
+    assert "Which parameters dominate each outcome" in page and page.count("data:image/png;base64") >= 6
+    again = subprocess.run(  # the array again: every run finished, nothing to do
+        ["sbatch", "--wait", "sweep.sbatch"], cwd=out, capture_output=True, text=True, env=slurm, timeout=300
+    )
+    assert again.returncode == 0
+    assert "nothing to do" in "".join(p.read_text() for p in (out / "logs").glob("*"))
+
+
 def test_slurm_warning_signal_checkpoints_and_the_next_job_resumes(tmp_path, slurm):
     """hpc/slurm/run.sbatch: SLURM's USR1 to the batch script (as --signal=B:USR1 sends it before the wall time)
     stops the 2-rank run with a checkpoint (status 75); the same job submitted again resumes and finishes; a
