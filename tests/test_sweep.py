@@ -203,6 +203,48 @@ def test_slurm_sobol_study_of_eight_parameters(tmp_path, slurm):
     assert "nothing to do" in "".join(p.read_text() for p in (out / "logs").glob("*"))
 
 
+FAIL_ONCE = """#!/bin/bash
+# An MPI launcher whose first attempt at run-0000 fails (a node lost at start), then the real one.
+for a in "$@"; do case "$a" in cases/run-0000) [ -e failed-once ] || {{ touch failed-once; exit 3; }} ;; esac; done
+exec {mpiexec} "$@"
+"""
+
+
+@pytest.mark.slow
+def test_snakemake_workflow_on_slurm_retries_and_resumes(tmp_path, slurm):
+    """hpc/snakemake: the Snakefile with the SLURM profile on the real SLURM, 2-rank runs. run-0000's first attempt
+    fails and is retried; run-0001 was stopped with a checkpoint before and is resumed, not started again; a
+    second snakemake finds nothing to do."""
+    snakemake = BIN / "snakemake"
+    if not snakemake.exists():
+        pytest.skip("needs snakemake and snakemake-executor-plugin-slurm (the workflow extra)")
+    tiny_sobol_study(tmp_path)
+    spec = tmp_path / "grid.toml"
+    spec.write_text('base = "tiny/case.toml"\n[parameters]\n"protocol.flow" = ["4 mL/min", "6 mL/min"]\n')
+    out = tmp_path / "sweep"
+    made = subprocess.run([str(BIN / "isolimb"), "sweep", str(spec), "-o", str(out)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    stopped = subprocess.run(
+        [str(BIN / "isolimb"), "run", "cases/run-0001", "--stop-at", "8 min", "-q"], cwd=out, env=_env()
+    )
+    assert stopped.returncode == 75
+    launcher = tmp_path / "fail-once"
+    launcher.write_text(FAIL_ONCE.format(mpiexec=BIN / "mpiexec"))
+    launcher.chmod(0o755)
+    command = [str(snakemake), "-s", str(ROOT / "hpc" / "snakemake" / "Snakefile"), "-d", str(out)]
+    command += ["--profile", str(ROOT / "hpc" / "snakemake" / "slurm"), "--slurm-no-account"]
+    command += ["--slurm-init-seconds-before-status-checks", "1"]
+    command += ["--config", f"isolimb={BIN / 'isolimb'}", f"mpi={launcher}", "ranks=2"]
+    first = subprocess.run(command, cwd=out, capture_output=True, text=True, env=slurm, timeout=500)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (out / "failed-once").exists()  # the first attempt failed: snakemake's retry ran it
+    for run, segments in (("run-0000", 1), ("run-0001", 2)):
+        summary = json.loads((out / "results" / run / results.SUMMARY).read_text())
+        assert len(summary["segments"]) == segments and summary["segments"][-1]["ranks"] == 2
+    again = subprocess.run(command, cwd=out, capture_output=True, text=True, env=slurm, timeout=300)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
+
+
 def test_slurm_warning_signal_checkpoints_and_the_next_job_resumes(tmp_path, slurm):
     """hpc/slurm/run.sbatch: SLURM's USR1 to the batch script (as --signal=B:USR1 sends it before the wall time)
     stops the 2-rank run with a checkpoint (status 75); the same job submitted again resumes and finishes; a
