@@ -234,3 +234,19 @@ def test_calibration_spec_errors_are_one_line(tmp_path, change, message):
     spec.write_text(CALIBRATION.replace(*change).replace("{product}", "2.4 ug/g"))
     with pytest.raises(CalibrationError, match=message):
         calibrate(spec)
+
+
+def test_calibrate_command(tmp_path, capsys):
+    """isolimb calibrate prints the tables and writes them; a bad spec is one line and exit status 2."""
+    from solver.cli import main
+
+    _synthetic_sweep(tmp_path / "sweep", n=40)
+    spec = tmp_path / "calibration.toml"
+    spec.write_text(CALIBRATION.replace("{product}", "2.4 ug/g"))
+    assert main(["calibrate", str(spec), "-o", str(tmp_path / "out")]) == 0
+    printed = capsys.readouterr().out
+    assert "| parameter | prior |" in printed and (tmp_path / "out" / results.CALIBRATION_MD).exists()
+    spec.write_text(CALIBRATION.replace("{product}", "2.4 furlongs"))
+    assert main(["calibrate", str(spec)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("isolimb: error: ") and "targets[2].value" in err and "\n" not in err
