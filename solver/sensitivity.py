@@ -111,7 +111,7 @@ def analyse(design: dict, ids: list[str], rows: dict[str, dict], labels: dict[st
             rho = np.array([spearmanr(u_kept[:, j], y_kept).statistic for j in range(len(names))])
             half = 1.959964 / math.sqrt(max(n - 3, 1))
             z = np.arctanh(np.clip(rho, -0.999999, 0.999999))
-            values = [rho, np.tanh(z - half), np.tanh(z + half)]
+            values = [rho, np.minimum(np.tanh(z - half), rho), np.maximum(np.tanh(z + half), rho)]
         out.table[outcome] = [[name, *(float(v[j]) for v in values)] for j, name in enumerate(names)]
     if out.used_runs and min(out.used_runs.values()) < len(ids):
         out.notes.append(
@@ -175,7 +175,14 @@ def plot(a: Analysis, outcome: str, label: str, path: Path) -> Path:
         ax.legend(loc="lower right")
     else:
         rho = col(1)
-        ax.barh(y, rho, 0.6, xerr=[rho - col(2), col(3) - rho], color=np.where(rho > 0, "C3", "C0"), capsize=2)
+        ax.barh(
+            y,
+            rho,
+            0.6,
+            xerr=[np.maximum(rho - col(2), 0), np.maximum(col(3) - rho, 0)],
+            color=np.where(rho > 0, "C3", "C0"),
+            capsize=2,
+        )
         ax.set_xlabel("Spearman rank correlation (95 % interval)")
         ax.axvline(0, color="k", lw=0.8)
     ax.set_yticks(y, names)

@@ -250,3 +250,44 @@ def test_calibrate_command(tmp_path, capsys):
     assert main(["calibrate", str(spec)]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("isolimb: error: ") and "targets[2].value" in err and "\n" not in err
+
+
+@pytest.mark.parametrize("method, n, column", [("morris", 4, "mu*"), ("lhs", 12, "Spearman rho")])
+def test_collect_writes_the_sensitivity_page_of_a_sampled_sweep(tmp_path, method, n, column):
+    """isolimb sweep + collect without the engine: summaries written by hand from a known function of the
+    parameters (kill grows with the inflow temperature only); collect ranks it first, names the runs missing and
+    the outcomes absent."""
+    from solver.sweep import collect
+
+    spec = tmp_path / "sweep.toml"
+    spec.write_text(
+        f'base = "{CASES / "student-small"}"\n[design]\nmethod = "{method}"\nn = {n}\nseed = 5\n[parameters]\n'
+        '"protocol.inflow_temperature.0.value" = { distribution = "uniform", range = ["39 degC", "42 degC"] }\n'
+        '"protocol.flow" = { distribution = "uniform", range = ["3 mL/min", "8 mL/min"] }\n'
+        '"agents.melphalan.f_u" = { distribution = "uniform", range = [0.2, 0.45] }\n'
+    )
+    out = tmp_path / "sweep"
+    runs = expand(spec, out)
+    for run in runs[:-1]:  # the last run has not finished
+        temperature = float(str(run["protocol.inflow_temperature.0.value"]).split()[0])
+        flow = float(str(run["protocol.flow"]).split()[0])
+        summary = {
+            "title": "fake",
+            "drug_balance_relative_error": 0.0,
+            "systemic_leak_fraction": 0.01,
+            "tracer_leak_fraction": 0.01 + 0.001 * flow,
+            "regions": {"tumour": {"log10_kill_mean": 0.5 * (temperature - 39.0) ** 2, "kill_coverage": 0.0}},
+        }
+        (out / "results" / str(run["id"])).mkdir(parents=True)
+        (out / "results" / str(run["id"]) / results.SUMMARY).write_text(json.dumps(summary))
+    done = collect(out)
+    assert done.missing == [runs[-1]["id"]] and done.sensitivity is not None
+    with open(out / results.SENSITIVITY_CSV, newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r["outcome"] == "tumour_log10_kill_mean"]
+    ranked = sorted(rows, key=lambda r: -abs(float(r[column])))
+    assert ranked[0]["parameter"] == "protocol.inflow_temperature.0.value"
+    assert any("kill coverage" in note and "does not vary" in note for note in done.notes)
+    assert any("muscle mean free AUC" in note and "not in the summaries" in note for note in done.notes)
+    assert "tracer_leak_percent" in {r["outcome"] for r in csv.DictReader(open(out / results.SENSITIVITY_CSV))}
+    page = done.sensitivity.read_text()
+    assert "Which parameters dominate each outcome" in page and "data:image/png;base64" in page
