@@ -89,8 +89,8 @@ def load_spec(path: Path) -> SweepSpec:
 
 
 def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
-    """Write ``out/cases/<id>/case.toml`` for every grid point, ``out/runs.csv``, ``out/sweep.sbatch`` and
-    ``out/run_local.sh``; return the runs (id and parameter values)."""
+    """Write ``out/cases/<id>/case.toml`` for every point of the design, ``out/runs.csv``, ``out/design.json``,
+    ``out/sweep.sbatch`` and ``out/run_local.sh``; return the runs (id and parameter values)."""
     spec = load_spec(spec_path)
     base = (spec_path.parent / spec.base).resolve()
     base_file = base / "case.toml" if base.is_dir() else base
@@ -105,10 +105,10 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
         raise SweepError(f"{spec_path}: {err}") from None
     runs: list[dict[str, object]] = []
     texts = {}
+    also = {p.name: p.also for p in sampled}
     for i, values in enumerate(rows):
         run_id = f"run-{i:04d}"
         raw = copy.deepcopy(base_raw)
-        also = {p.name: p.also for p in sampled}
         for name, value in zip(names, values, strict=True):
             try:
                 for path in (name, *also.get(name, ())):
@@ -117,9 +117,12 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
                 raise SweepError(f"{spec_path}: parameter {name!r}: not a path into the base case ({err})") from None
         raw.setdefault("output", {})["folder"] = str((out / "results" / run_id).resolve())
         chosen = dict(zip(names, values, strict=True))
-        raw["title"] = (
-            f"{raw.get('title', 'case')} [{run_id}: " + ", ".join(f"{n}={v}" for n, v in chosen.items()) + "]"
-        )
+        if sampled:  # many parameters: the values are in runs.csv
+            raw["title"] = f"{raw.get('title', 'case')} [{run_id} of a {spec.design.method} design]"
+        else:
+            raw["title"] = (
+                f"{raw.get('title', 'case')} [{run_id}: " + ", ".join(f"{n}={v}" for n, v in chosen.items()) + "]"
+            )
         try:
             case = parse_case_tree(raw, base_file)
         except CaseError as err:
@@ -194,8 +197,10 @@ SBATCH = """#!/bin/bash
 set -euo pipefail
 cd "${{SLURM_SUBMIT_DIR}}"
 export OMP_NUM_THREADS=1
-# node-local JIT cache, shared by the tasks of this array on a node (forms compile once per node, not per run)
-export XDG_CACHE_HOME="${{TMPDIR:-/tmp}}/isolimb-cache-${{SLURM_ARRAY_JOB_ID:-$SLURM_JOB_ID}}"
+# node-local JIT cache per task: tasks compiling the same forms at once into one cache can time out (FFCx waits
+# 10 s for another process's compile). ISOLIMB_JIT_CACHE: a cache where the forms were compiled before (one run of
+# the base case with XDG_CACHE_HOME set to it), which every task then only reads.
+export XDG_CACHE_HOME="${{ISOLIMB_JIT_CACHE:-${{TMPDIR:-/tmp}}/isolimb-cache-${{SLURM_JOB_ID}}}}"
 ID=$(printf "run-%04d" "${{SLURM_ARRAY_TASK_ID}}")
 ISOLIMB="${{ISOLIMB:-isolimb}}"
 {launch} "$ISOLIMB" run "cases/$ID" --continue --checkpoint-every "${{CHECKPOINT_EVERY:-10 min}}" -q &
