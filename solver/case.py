@@ -161,7 +161,9 @@ class AgentParams(Strict):
     sigma_d: Fraction
     f_u: Annotated[float, Field(gt=0, le=1)]  # unbound fraction in plasma
     half_life: Q(U.TIME, Pos)
-    Ea: Q(U.MOLAR_ENERGY, NonNeg)
+    Ea: Q(U.MOLAR_ENERGY, NonNeg)  # activation energy of hydrolysis (tissue and perfusate)
+    Ea_alkylation: Q(U.MOLAR_ENERGY, NonNeg)  # of DNA alkylation of intracellular drug
+    Ea_uptake: Q(U.MOLAR_ENERGY, NonNeg)  # of membrane uptake (carrier transport)
     k_up: Q(U.RATE, NonNeg)
     kappa: Annotated[float, Field(gt=0)]
     alkylation_half_life: Q(U.TIME, Pos)
@@ -239,6 +241,20 @@ class Blanket(Strict):
     h: Q(U.HEAT_TRANSFER, Pos)
 
 
+class TemperatureControl(Strict):
+    """Probe-controlled inflow temperature (MODEL.md section 5; solver.physics.control): a PI controller sets the
+    heat-exchanger outlet during perfusion so that the probes' mean follows ``target``. Probes default to four
+    points in the subcutis at the tumour's level (limb meshes)."""
+
+    target: Annotated[list[TemperaturePoint], Field(min_length=1)]  # piecewise linear, held beyond its ends
+    probes: Annotated[list[tuple[Q(U.LENGTH), Q(U.LENGTH), Q(U.LENGTH)]], Field(min_length=1)] | None = None
+    max_inflow: Q(U.TEMPERATURE, Pos) = 315.15  # 42 C: Minor 1985 heated the perfusate to 42 C [V]
+    min_inflow: Q(U.TEMPERATURE, Pos) = 308.15  # 35 C
+    max_rate: Q(U.HEATING_RATE, Pos) = 1.0 / 60.0  # 1 K/min [A]
+    gain: Annotated[float, Field(gt=0, le=100)] = 3.0  # K of inflow per K of probe error [A]
+    integral_time: Q(U.TIME, Pos) = 600.0  # 10 min [A]
+
+
 class Metabolism(Strict):
     """ILI metabolic state (MODEL.md section 7; solver.physics.metabolism)."""
 
@@ -272,7 +288,8 @@ class Protocol(Strict):
     capillary_pressure_regions: list[Literal[REGIONS]] = ["muscle", "fat", "skin", "bone"]  # type: ignore[valid-type]
     initial_temperature: Q(U.TEMPERATURE, Pos)
     inflow_temperature: list[TemperaturePoint] = []  # perfusate schedule, piecewise linear
-    blanket: Blanket | None = None
+    blanket: Blanket | None = None  # on the skin, replacing its condition (ILI; optional in ILP)
+    temperature_control: TemperatureControl | None = None  # inflow set by the probes during perfusion
     doses: list[Dose]
     tnf: TNF | None = None
     metabolism: Metabolism | None = None
@@ -561,6 +578,20 @@ def _check_values(path: Path, case: Case, raw: dict[str, Any]) -> None:
                     raise CaseError(f"{path}: boundaries.{name}.{kind}.value = {_shown(cond.value)}: {err}") from None
 
 
+def _check_schedule(path: Path, raw: dict[str, Any], key: tuple[str, ...], points: list, end: float, ends: str) -> None:
+    """A schedule of {time, value} points is sorted by time and inside the run."""
+    name = ".".join(key)
+    for i, point in enumerate(points):
+        shown = _shown(_raw(raw, *key, i, "time"))
+        if i and point.time < points[i - 1].time:
+            raise CaseError(
+                f"{path}: {name}[{i}].time = {shown}: before the previous point"
+                f" ({_minutes(points[i - 1].time)}); expected the schedule sorted by time"
+            )
+        if point.time > end:
+            raise CaseError(f"{path}: {name}[{i}].time = {shown}: after the run ends ({ends})")
+
+
 def _check_protocol(path: Path, case: Case, raw: dict[str, Any]) -> None:
     """Events inside the run, schedules sorted, a time step that fits the run."""
     p = case.protocol
@@ -573,16 +604,23 @@ def _check_protocol(path: Path, case: Case, raw: dict[str, Any]) -> None:
         )
     if p is not None:
         ends = f"protocol.end_time = {_shown(_raw(raw, 'protocol', 'end_time'))}"
-        points = p.inflow_temperature
-        for i, point in enumerate(points):
-            shown = _shown(_raw(raw, "protocol", "inflow_temperature", i, "time"))
-            if i and point.time < points[i - 1].time:
+        _check_schedule(path, raw, ("protocol", "inflow_temperature"), p.inflow_temperature, p.end_time, ends)
+        if p.temperature_control is not None:
+            key = ("protocol", "temperature_control", "target")
+            _check_schedule(path, raw, key, p.temperature_control.target, p.end_time, ends)
+            control = p.temperature_control
+            if control.min_inflow > control.max_inflow:
                 raise CaseError(
-                    f"{path}: protocol.inflow_temperature[{i}].time = {shown}: before the previous point"
-                    f" ({_minutes(points[i - 1].time)}); expected the schedule sorted by time"
+                    f"{path}: protocol.temperature_control.min_inflow ="
+                    f" {_shown(_raw(raw, 'protocol', 'temperature_control', 'min_inflow'))}: above max_inflow"
                 )
-            if point.time > p.end_time:
-                raise CaseError(f"{path}: protocol.inflow_temperature[{i}].time = {shown}: after the run ends ({ends})")
+            if case.physics.heat == "off":
+                raise CaseError(f"{path}: protocol.temperature_control: needs the heat equation; physics.heat = 'off'")
+            if control.probes is None and not isinstance(case.mesh, LimbMesh):
+                raise CaseError(
+                    f"{path}: protocol.temperature_control.probes: expected probe points (x, y, z with units) for a"
+                    f" {case.mesh.generator!r} mesh; only 'limb' meshes have default probes"
+                )
         if p.tnf is not None and p.tnf.time >= p.perfusion_duration:
             raise CaseError(
                 f"{path}: protocol.tnf.time = {_shown(_raw(raw, 'protocol', 'tnf', 'time'))}: TNF goes into the"

@@ -29,6 +29,7 @@ from solver.meshing import TaggedMesh, region_volumes
 from solver.parameters import BLOOD
 from solver.physics import tnf as tnf_switch
 from solver.physics.circuit import Circuit
+from solver.physics.control import InflowController, controller, probe_points
 from solver.physics.effects import T_40, log10_kill, thermal_enhancement
 from solver.physics.heat import Heat, RobinBoundary, cem43_increment, lang_blood_perfusion
 from solver.physics.linear import LinearSystem, NodalWeights, SolveError
@@ -36,6 +37,7 @@ from solver.physics.materials import RegionFields
 from solver.physics.metabolism import MetabolicState
 from solver.physics.pressure import Pressure
 from solver.physics.transport import FIELDS, Exchange, ThermalRates, Transport, TransportProblem
+from solver.probe import PointValues
 from solver.protocol import Schedule
 from solver.units import DENSITY, HEAT_CAPACITY, PRESSURE, TEMPERATURE
 
@@ -180,8 +182,11 @@ class CoupledModel:
         self.uptake_factor = 1.0  # acidosis potentiation of uptake (metabolism), else 1
         self.exchange_stale = True  # pressure solved since the transport exchange terms were last assembled
         self._pressure_for: tuple | None = None  # (TNF state, isolated) the pressure was last solved for
+        self.controller: InflowController | None = None  # probe-controlled inflow temperature, if any
+        self.probes: PointValues | None = None
         self._build_pressure()
         self._build_heat()
+        self._build_control()
         self.cem43 = np.zeros_like(self.T.x.array)  # thermal dose, equivalent minutes at 43 C
         self.time_above_40C = np.zeros_like(self.T.x.array)  # seconds spent above 40 C
         self.agents = (
@@ -261,6 +266,29 @@ class CoupledModel:
         )
         self.T = self.heat.T
 
+    def _build_control(self) -> None:
+        """The probe-controlled inflow temperature (MODEL.md section 5), when the case asks for it."""
+        p = self.case.protocol
+        if p is None or p.temperature_control is None or self.heat is None:
+            return
+        points = probe_points(self.case)
+        self.probes = PointValues(self.tm.mesh, points)
+        if not self.probes.found.all():
+            i = int(np.flatnonzero(~self.probes.found)[0])
+            where = ", ".join(f"{1e3 * x:.4g} mm" for x in points[i])
+            raise ValueError(f"protocol.temperature_control.probes[{i}] = ({where}): outside the mesh")
+        self.controller = controller(self.case, initial_output=self.schedule.inflow_temperature(0.0))
+
+    def controlled(self, t: float) -> bool:
+        """Whether the controller sets the inflow temperature of the step ending at t (during perfusion)."""
+        p = self.case.protocol
+        return self.controller is not None and p is not None and t <= p.perfusion_duration * (1 + 1e-12) + 1e-9
+
+    def probe_temperature(self) -> float:
+        """Mean temperature (K) of the controller's probe points now."""
+        assert self.probes is not None
+        return float(np.mean(self.probes(self.T)))
+
     def _build_agent(self, name: str, params: AgentParams) -> Agent:
         m, case = self.mat, self.case
         protocol = case.protocol
@@ -278,7 +306,14 @@ class CoupledModel:
             sigma_d=params.sigma_d,
             f_u=f_u,
         )
-        rates = ThermalRates(self.V, params.half_life, params.alkylation_half_life, params.Ea, params.D, params.k_up)
+        rates = ThermalRates(
+            self.V,
+            params.half_life,
+            params.alkylation_half_life,
+            params.D,
+            params.k_up,
+            Ea=(params.Ea, params.Ea_alkylation, params.Ea_uptake),
+        )
         rates.update(self.T.x.array, self.uptake_factor)
         kinetics = rates.kinetics(params.kappa)
         transport = Transport(
@@ -310,7 +345,10 @@ class CoupledModel:
 
     # -------------------------------------------------------------------------------------- protocol
     def inflow_temperature(self, t: float) -> float:
-        """Heat-exchanger outlet temperature (K) at time t (the schedule's)."""
+        """Heat-exchanger outlet temperature (K) at time t: the controller's during perfusion when the case has
+        one, else the schedule's."""
+        if self.controller is not None and self.controlled(t):
+            return self.controller.output
         return self.schedule.inflow_temperature(t)
 
     def set_time(self, t: float) -> set[str]:
@@ -457,6 +495,8 @@ class CoupledModel:
         """Advance every equation from t to t + dt in the order of MODEL.md (raises SolveError)."""
         t1, dt_changed = t + dt, dt != self.dt.value
         self.dt.value = dt
+        if self.controller is not None and self.controlled(t1):  # the probes at t set the inflow of this step
+            self.controller.update(t, dt, self.probe_temperature())
         with self.timer("pressure"):
             changed = self.set_time(t1)  # protocol inputs at t + dt: inflow T, TNF, perfusion
             if "vascular" in changed:
@@ -513,6 +553,7 @@ class CoupledModel:
             "dt": float(self.dt.value),
             "protocol": self.protocol_state(),
             "metabolism": [mb.oxygen, mb.lactate, mb.oxygen_used] if mb else None,
+            "controller": self.controller.state() if self.controller else None,
             "agents": {
                 a.name: {"circuit": a.circuit.state(), **{key: getattr(a, key) for key in TOTALS}} for a in self.agents
             },
@@ -537,6 +578,8 @@ class CoupledModel:
             mb = self.metabolism
             mb.oxygen, mb.lactate, mb.oxygen_used = s["metabolism"]
             self.uptake_factor = mb.uptake_factor
+        if self.controller is not None:
+            self.controller.restore(s["controller"])
         for a in self.agents:
             saved = s["agents"][a.name]
             a.circuit.restore(saved["circuit"])

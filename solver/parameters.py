@@ -124,7 +124,9 @@ AGENT_DEFAULTS: dict[str, dict[str, object]] = {
         "sigma_d": 0.0,  # [C]
         "f_u": 0.22,  # unbound fraction in plasma [C from Nath 2010 CL/CLu]; the perfusate's follows its albumin
         "half_life": "66 min",  # hydrolysis at 37 C [V]
-        "Ea": "60.7 kJ/mol",  # [V]
+        "Ea": "60.7 kJ/mol",  # [V] hydrolysis
+        "Ea_alkylation": "60.7 kJ/mol",  # [C] alkylation, like hydrolysis, goes through the aziridinium ion
+        "Ea_uptake": "50 kJ/mol",  # [R] carrier (LAT1) uptake
         "k_up": "1e-3 1/s",  # [A] membrane uptake rate (LAT1 transport)
         "kappa": 2.0,  # [A] intracellular/extracellular equilibrium ratio
         "alkylation_half_life": "120 min",  # [A] DNA alkylation of intracellular drug at 37 C
@@ -138,6 +140,8 @@ AGENT_DEFAULTS: dict[str, dict[str, object]] = {
         "f_u": 0.3,  # [A] in plasma
         "half_life": "36 h",  # [A] chemically stable over a perfusion
         "Ea": "50 kJ/mol",  # [A]
+        "Ea_alkylation": "50 kJ/mol",  # [A]
+        "Ea_uptake": "50 kJ/mol",  # [A]
         "k_up": "5e-4 1/s",  # [A]
         "kappa": 5.0,  # [A] intercalator, accumulates in cells
         "alkylation_half_life": "60 min",  # [A] binding to DNA
@@ -151,6 +155,8 @@ AGENT_DEFAULTS: dict[str, dict[str, object]] = {
         "f_u": 0.25,  # [A] in plasma
         "half_life": "24 h",  # [A]
         "Ea": "50 kJ/mol",  # [A]
+        "Ea_alkylation": "50 kJ/mol",  # [A]
+        "Ea_uptake": "50 kJ/mol",  # [A]
         "k_up": "1e-3 1/s",  # [A]
         "kappa": 10.0,  # [A]
         "alkylation_half_life": "60 min",  # [A]

@@ -3,7 +3,7 @@
 The mesh is read from ``fields.vtkhdf`` and distributed over the communicator; every rank reads the values of
 its own vertices (cells, for cell arrays) from the same file, so the field is the one that was written,
 whatever rank count wrote it. Each point is evaluated on the lowest rank whose cells contain it (P1
-interpolation inside the cell) and the values are summed onto rank 0. Points outside the mesh give NaN.
+interpolation inside the cell) and the values are summed over ranks. Points outside the mesh give NaN.
 """
 
 from __future__ import annotations
@@ -45,17 +45,39 @@ def line_points(text: str, n: int) -> np.ndarray:
     return a + np.linspace(0.0, 1.0, n)[:, None] * (b - a)
 
 
-def _locate(mesh, points: np.ndarray) -> np.ndarray:
-    """Local cell containing each point, -1 where none on this rank."""
-    tree = geometry.bb_tree(mesh, mesh.topology.dim)
-    candidates = geometry.compute_collisions_points(tree, points)
-    colliding = geometry.compute_colliding_cells(mesh, candidates, points)
-    cells = np.full(points.shape[0], -1, dtype=np.int32)
-    for i in range(points.shape[0]):
-        found = colliding.links(i)
-        if found.size:
-            cells[i] = found[0]
-    return cells
+class PointValues:
+    """Values of Functions at fixed points, on any number of ranks: each point is evaluated on the lowest rank
+    whose cells contain it and summed over ranks, so every rank gets every value. ``found`` marks the points
+    inside the mesh (the others give NaN). Located once; evaluating is cheap (the controller's probes use it
+    every step)."""
+
+    def __init__(self, mesh, points: np.ndarray) -> None:
+        self.comm = mesh.comm
+        self.points = np.ascontiguousarray(points, dtype=np.float64).reshape(-1, 3)
+        tree = geometry.bb_tree(mesh, mesh.topology.dim)
+        candidates = geometry.compute_collisions_points(tree, self.points)
+        colliding = geometry.compute_colliding_cells(mesh, candidates, self.points)
+        cells = np.full(self.points.shape[0], -1, dtype=np.int32)
+        for i in range(self.points.shape[0]):
+            hit = colliding.links(i)
+            if hit.size:
+                cells[i] = hit[0]
+        owner = np.empty(self.points.shape[0], dtype=np.int32)
+        self.comm.Allreduce(np.where(cells >= 0, self.comm.rank, self.comm.size).astype(np.int32), owner, op=MPI.MIN)
+        self.found = owner < self.comm.size
+        self.mine = np.flatnonzero((owner == self.comm.rank) & (cells >= 0))
+        self.cells = cells
+
+    def __call__(self, f: fem.Function) -> np.ndarray:
+        """Values of ``f`` at the points, shape (n, components), the same on every rank."""
+        ncomp = f.function_space.dofmap.index_map_bs
+        local = np.zeros((self.points.shape[0], ncomp))
+        if self.mine.size:
+            local[self.mine] = f.eval(self.points[self.mine], self.cells[self.mine]).reshape(self.mine.size, ncomp)
+        values = np.empty_like(local)
+        self.comm.Allreduce(local, values, op=MPI.SUM)
+        values[~self.found] = np.nan
+        return values
 
 
 TIME_TOLERANCE = 1e-6  # s: a --time this far outside the output times still counts as inside
@@ -64,7 +86,7 @@ TIME_TOLERANCE = 1e-6  # s: a --time this far outside the output times still cou
 def probe(comm: MPI.Comm, folder: Path, field: str, points: np.ndarray, time: float | None) -> tuple[float, np.ndarray]:
     """Values of ``field`` at ``points`` (m) at the stored time nearest ``time`` (s; None: the last).
 
-    Returns (time used, values of shape (n, components)); the values are valid on rank 0.
+    Returns (time used, values of shape (n, components)), the same on every rank.
     """
     path = folder / results.FIELDS_VTKHDF
     problem = None
@@ -109,17 +131,4 @@ def probe(comm: MPI.Comm, folder: Path, field: str, points: np.ndarray, time: fl
         original = np.asarray(mesh.topology.original_cell_index, dtype=np.int64)[:n_cells]
         bs = V.dofmap.index_map_bs
         f.x.array.reshape(-1, bs)[V.dofmap.list[:n_cells, 0]] = data[original].reshape(n_cells, bs)
-    points = np.ascontiguousarray(points, dtype=np.float64)
-    cells = _locate(mesh, points)
-    owner = np.empty(points.shape[0], dtype=np.int32)
-    comm.Allreduce(np.where(cells >= 0, comm.rank, comm.size).astype(np.int32), owner, op=MPI.MIN)
-    mine = np.flatnonzero((owner == comm.rank) & (cells >= 0))
-    ncomp = f.function_space.dofmap.index_map_bs
-    values = np.zeros((points.shape[0], ncomp))
-    if mine.size:
-        values[mine] = f.eval(points[mine], cells[mine]).reshape(mine.size, ncomp)
-    total = np.empty_like(values)
-    comm.Allreduce(values, total, op=MPI.SUM)
-    values = total
-    values[owner == comm.size] = np.nan
-    return float(series.times[step]), values
+    return float(series.times[step]), PointValues(mesh, points)(f)

@@ -66,6 +66,11 @@ REGION_KEYS: dict[str, str] = {  # summary["regions"][region]
     "log10_kill_mean": "1: volume mean of -log10 SF, SF = exp(-k INT TER(T) C dt), of the primary agent",
     "kill_coverage": "1: volume fraction with SF < 0.01",
 }
+OPTIONAL_KEYS: dict[str, str] = {  # present when the case has what they measure
+    "probe_temperature_degC": "degC: {min, max} of the probes' mean from 15 min after the start of perfusion to"
+    " its end (cases with protocol.temperature_control)",
+    "metabolism": "ILI acid-base at the end: pH, base excess (mmol/L), lactate, oxygen used",
+}
 DRUG_REGION_KEYS: dict[str, str] = {  # regions where the clinic takes biopsies (tissue with blood vessels)
     "tissue_drug_ug_per_g": "ug/g: parent drug (free, albumin-bound, cellular, tissue blood) at end of perfusion",
 }

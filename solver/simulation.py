@@ -53,6 +53,9 @@ class Stopping:
     signals: StopFlag | None = None  # stop with a checkpoint when SIGUSR1/SIGTERM arrives
 
 
+PROBE_SETTLING = 15 * 60.0  # s: probe_temperature_degC counts from 15 min after the start of perfusion
+
+
 class Simulation:
     """Runs a :class:`CoupledModel` through its protocol, from the start or from a checkpoint (``restart``:
     a checkpoint folder; the field files and time series in ``folder`` are continued from its time)."""
@@ -274,6 +277,8 @@ class Simulation:
         regions = list(m.tm.regions)
         row: dict[str, float] = {"time_min": t / 60.0}
         row["inflow_temperature_degC"] = m.inflow_temperature(t) - 273.15
+        if m.probes is not None:
+            row["probe_mean_degC"] = m.probe_temperature() - 273.15
         for region, T in m.region_temperatures().items():
             row[f"T_{region}_mean_degC"] = T - 273.15
         if "tumour" in regions:
@@ -380,6 +385,14 @@ class Simulation:
         isolation = [r for r in self.rows if r["time_min"] * 60.0 <= self.schedule.release_time * (1 + 1e-12)]
         s["tracer_leak_fraction"] = max((r.get("tracer_leak_fraction", 0.0) for r in isolation), default=0.0)
         end_of_perfusion = self._row_at(m.case.protocol.perfusion_duration) if m.case.protocol else None
+        if m.probes is not None and m.case.protocol is not None:  # the clinic's band, once the limb is warm
+            settled = [
+                r["probe_mean_degC"]
+                for r in self.rows
+                if PROBE_SETTLING <= r["time_min"] * 60.0 <= m.case.protocol.perfusion_duration * (1 + 1e-12)
+            ]
+            if settled:
+                s["probe_temperature_degC"] = {"min": min(settled), "max": max(settled)}
         for region, vol in m.volumes.items():
             (p_total,) = m.integrals((region, "one", m.pressure.p.x.array))
             entry = {

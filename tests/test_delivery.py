@@ -102,6 +102,8 @@ def test_well_mixed_limb_matches_an_independent_ode(runs):
         k_h37=math.log(2) / agent.half_life,
         k_alk37=math.log(2) / agent.alkylation_half_life,
         Ea=agent.Ea,
+        Ea_alk=agent.Ea_alkylation,
+        Ea_up=agent.Ea_uptake,
         k_up=agent.k_up,
         kappa=agent.kappa,
         V_p=p.prime_volume + p.limb_blood_fraction * V_t,

@@ -34,6 +34,33 @@ def test_thermal_enhancement_ratio_by_hand():
     assert melphalan.marrow_kill_constant == pytest.approx(K_BY_HAND, rel=1e-12)
 
 
+def test_each_rate_has_its_own_activation_energy(comm):
+    """Heat that enhances (MODEL.md sections 4 and 8): at 42 C hydrolysis and alkylation follow 60.7 kJ/mol and
+    uptake 50 kJ/mol, typed here from MODEL.md, not read from the engine's defaults; Stokes-Einstein for D."""
+    from dolfinx import fem
+    from dolfinx import mesh as dmesh
+
+    from solver.physics.transport import ThermalRates
+
+    V = fem.functionspace(dmesh.create_unit_cube(comm, 1, 1, 1), ("Lagrange", 1))
+    case = parse_case_tree(_uniform_case("1 min"), ROOT / "cases" / "well-mixed.toml")
+    mel = case.agents["melphalan"]
+    rates = ThermalRates(
+        V, mel.half_life, mel.alkylation_half_life, mel.D, mel.k_up, Ea=(mel.Ea, mel.Ea_alkylation, mel.Ea_uptake)
+    )
+    rates.update(np.full(len(rates.k_h.x.array), 315.15), uptake_factor=1.5)
+
+    def by_hand(Ea_kJ: float) -> float:
+        return math.exp(-Ea_kJ * 1e3 / 8.314462618 * (1 / 315.15 - 1 / 310.15))
+
+    assert rates.k_h.x.array[0] == pytest.approx(math.log(2) / (66 * 60) * by_hand(60.7), rel=1e-12)
+    assert rates.k_alk.x.array[0] == pytest.approx(math.log(2) / (120 * 60) * by_hand(60.7), rel=1e-12)
+    assert rates.k_up.x.array[0] == pytest.approx(1.5e-3 * by_hand(50.0), rel=1e-12)
+    assert by_hand(50.0) > 1.3  # uptake speeds up by a third from 37 to 42 C
+    mu = [2.414e-5 * 10 ** (247.8 / (T - 140.0)) for T in (310.15, 315.15)]
+    assert rates.D.x.array[0] == pytest.approx(2.4e-10 * 315.15 / 310.15 * mu[0] / mu[1], rel=1e-12)
+
+
 def _run(inflow: str):
     raw = copy.deepcopy(_uniform_case("1 min"))
     raw["protocol"]["inflow_temperature"] = [{"time": "0 min", "value": inflow}]

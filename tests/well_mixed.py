@@ -55,7 +55,9 @@ class WellMixed:
     f_u_perfusate: float
     k_h37: float
     k_alk37: float
-    Ea: float
+    Ea: float  # hydrolysis
+    Ea_alk: float
+    Ea_up: float
     k_up: float
     kappa: float
     V_p: float
@@ -81,13 +83,13 @@ class WellMixed:
         omega = (self.Q_wash if washing else self.Q) / self.V_t if isolated else self.omega_rest
         T_in = self.T_a if isolated else T_REF
         dT = (self.rho_b_c_b * omega * (T_in - T) + self.Q_m) / self.rho_c
-        k_h, k_alk = arrhenius(self.k_h37, self.Ea, T), arrhenius(self.k_alk37, self.Ea, T)
+        k_h, k_alk = arrhenius(self.k_h37, self.Ea, T), arrhenius(self.k_alk37, self.Ea_alk, T)
         f_u = self.f_u_perfusate if isolated else self.f_u_plasma
         Jv, lymph = (self.Jv, self.lymph) if isolated else (self.Jv_rest, self.lymph_rest)
         a, b = exchange(Jv, self.PS, omega, self.sigma_d, f_u)
         C_plasma = Cp if isolated else Cs
         vascular = a * C_plasma - b * C  # into tissue, per volume
-        uptake = self.k_up * (C - Cc / self.kappa)
+        uptake = arrhenius(self.k_up, self.Ea_up, T) * (C - Cc / self.kappa)
         lymph_out = lymph * (1 + self.B) * C
         dC = (vascular - lymph_out - self.phi * k_h * C - uptake) / (self.phi * (1 + self.B))
         dCc = (uptake - self.phi_c * (k_h + k_alk) * Cc) / self.phi_c

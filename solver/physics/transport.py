@@ -122,19 +122,27 @@ class ThermalRates:
     them as plain arrays, nothing is interpolated in the time loop)."""
 
     def __init__(
-        self, V: fem.FunctionSpace, half_life: float, alkylation_half_life: float, Ea: float, D_37: float, k_up: float
+        self,
+        V: fem.FunctionSpace,
+        half_life: float,
+        alkylation_half_life: float,
+        D_37: float,
+        k_up: float,
+        Ea: tuple[float, float, float],
     ):
+        """Rates at 37 C: hydrolysis and alkylation from their half-lives (s), uptake ``k_up`` (1/s), diffusivity
+        ``D_37`` (m^2/s); ``Ea`` the activation energies (J/mol) of (hydrolysis, alkylation, uptake)."""
         self.k_h37, self.k_alk37 = np.log(2.0) / half_life, np.log(2.0) / alkylation_half_life
-        self.Ea, self.D_37, self.k_up0 = Ea, D_37, k_up
+        self.Ea_h, self.Ea_alk, self.Ea_up = Ea
+        self.D_37, self.k_up0 = D_37, k_up
         self.k_h, self.k_alk, self.k_up, self.D = (fem.Function(V, name=n) for n in ("k_h", "k_alk", "k_up", "D"))
 
     def update(self, T: np.ndarray, uptake_factor: float = 1.0) -> None:
-        """Set the rates at nodal temperatures ``T`` (K, owned and ghost values); ``uptake_factor`` multiplies
-        the uptake rate (acidosis potentiation, 1 otherwise)."""
-        factor = arrhenius(1.0, self.Ea, T)
-        self.k_h.x.array[:] = self.k_h37 * factor
-        self.k_alk.x.array[:] = self.k_alk37 * factor
-        self.k_up.x.array[:] = self.k_up0 * uptake_factor
+        """Set the rates at nodal temperatures ``T`` (K, owned and ghost values), each with its own Arrhenius
+        law; ``uptake_factor`` multiplies the uptake rate (acidosis potentiation, 1 otherwise)."""
+        self.k_h.x.array[:] = arrhenius(self.k_h37, self.Ea_h, T)
+        self.k_alk.x.array[:] = arrhenius(self.k_alk37, self.Ea_alk, T)
+        self.k_up.x.array[:] = arrhenius(self.k_up0 * uptake_factor, self.Ea_up, T)
         self.D.x.array[:] = stokes_einstein(self.D_37, T)
 
     def kinetics(self, kappa: float) -> Kinetics:

@@ -1,0 +1,102 @@
+"""Probe-controlled inflow temperature (MODEL.md section 5, issue 13): the PI controller against a plant whose
+steady state is known in closed form, and the engine's leg holding its subcutaneous probes at the target."""
+
+from __future__ import annotations
+
+import copy
+import tomllib
+
+import numpy as np
+import pytest
+
+from solver import meshing
+from solver.case import CaseError, parse_case_tree
+from solver.coupling import CoupledModel
+from solver.physics.control import InflowController
+from solver.simulation import Simulation
+
+from .conftest import CASES
+
+C0 = 273.15
+
+
+def _controller(target: float, output: float, **kw) -> InflowController:
+    params = {"gain": 3.0, "integral_time": 600.0, "min_inflow": C0 + 35, "max_inflow": C0 + 42, "max_rate": 1 / 60}
+    params.update(kw)
+    return InflowController(target=lambda t: target, output=output, **params)  # type: ignore[arg-type]
+
+
+def test_controller_settles_a_lossy_plant_on_its_target_with_the_inflow_the_heat_balance_needs():
+    """Plant: dT/dt = a (T_a - T) - b (T - T_room), a lumped limb heated by its inflow and cooled by the room.
+    Its steady state at T = target needs T_a = target + (b/a)(target - T_room) exactly: a proportional
+    controller alone would stop short of the target; the integral must find this inflow."""
+    a, b, room, target = 1 / 900.0, 1 / 9000.0, C0 + 24, C0 + 39
+    pi = _controller(target, output=C0 + 39.5)
+    T, dt = C0 + 35.0, 30.0
+    history = []
+    for k in range(int(4 * 3600 / dt)):
+        T_a = pi.update(k * dt, dt, T)
+        T += dt * (a * (T_a - T) - b * (T - room))  # explicit Euler of the plant, separately from the controller
+        history.append((T_a, T))
+    assert T == pytest.approx(target, abs=1e-3)
+    assert pi.output == pytest.approx(target + b / a * (target - room), abs=1e-2)  # 40.5 C
+    inflows = np.array([h[0] for h in history])
+    assert inflows.max() <= C0 + 42 + 1e-12 and inflows.min() >= C0 + 35 - 1e-12
+    assert np.abs(np.diff(inflows)).max() <= dt / 60 + 1e-12  # at most 1 K per minute
+
+
+def test_controller_limits_and_anti_windup():
+    """Saturated at max_inflow, the integral does not grow: once the probes pass the target, the inflow comes
+    down at once instead of staying at the limit while a wound-up integral unwinds."""
+    pi = _controller(C0 + 39, output=C0 + 42)
+    for k in range(60):  # an hour far below the target: saturated high all along
+        assert pi.update(60.0 * k, 60.0, C0 + 30) == pytest.approx(C0 + 42)
+    assert pi.integral == 0.0
+    assert pi.update(3600.0, 60.0, C0 + 39.5) < C0 + 42  # over the target: the inflow falls at the next step
+
+
+def _leg_heat_only(minutes: float) -> dict:
+    raw = tomllib.loads((CASES / "ilp-tm-sarcoma-leg" / "case.toml").read_text())
+    raw = copy.deepcopy(raw)
+    p = raw["protocol"]
+    p.update(perfusion_duration=f"{minutes} min", washout_duration="0 min", end_time=f"{minutes} min")
+    p["inflow_temperature"] = [{"time": "0 min", "value": "39.5 degC"}]
+    p.pop("tnf")
+    p["doses"] = []
+    raw["physics"] = {"drug": False}
+    raw["agents"] = {}
+    return raw
+
+
+def test_leg_probes_follow_the_target_after_the_rise(comm):
+    """The default leg (coarse mesh, heat only): after 30 min the four subcutaneous probes' mean is within
+    0.3 C of the 39 C target (seed 003 holds 38-39.5 C), with the inflow at most 42 C; the probes lie in the fat."""
+    raw = _leg_heat_only(45.0)
+    case = parse_case_tree(raw, CASES / "ilp-tm-sarcoma-leg" / "case.toml")
+    model = CoupledModel(case, meshing.generate(case, comm))
+    fat = model.tm.regions["fat"]
+    probes = model.probes
+    assert probes is not None
+    in_fat = np.isin(probes.cells[probes.mine], model.tm.cell_tags.find(fat))
+    assert all(comm.allgather(bool(in_fat.all())))
+    rows = Simulation(model).run().series
+    after = [r for r in rows if r["time_min"] >= 30.0]
+    assert after and all(abs(r["probe_mean_degC"] - 39.0) <= 0.3 for r in after)
+    assert max(r["inflow_temperature_degC"] for r in rows) <= 42.0 + 1e-9
+    assert rows[0]["probe_mean_degC"] == pytest.approx(35.0, abs=1e-9)  # the limb starts at 35 C
+
+
+def test_probes_need_a_limb_or_points(tmp_path):
+    raw = _leg_heat_only(10.0)
+    raw["mesh"] = {"generator": "cylinder", "radius": "2 cm", "length": "6 cm", "cell_size": "1.2 cm"}
+    raw["boundaries"] = {}
+    raw["protocol"]["temperature_control"] = {"target": [{"time": "0 min", "value": "39 degC"}]}
+    with pytest.raises(CaseError, match="temperature_control.probes"):
+        parse_case_tree(raw, tmp_path / "case.toml")
+    raw["protocol"]["temperature_control"]["target"] = [
+        {"time": "10 min", "value": "39 degC"},
+        {"time": "5 min", "value": "39 degC"},
+    ]
+    raw["protocol"]["temperature_control"]["probes"] = [["0 cm", "0 cm", "3 cm"]]
+    with pytest.raises(CaseError, match=r"temperature_control.target\[1\].time"):
+        parse_case_tree(raw, tmp_path / "case.toml")
