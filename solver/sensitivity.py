@@ -37,7 +37,8 @@ HEADLINE = (
     "marrow_surviving_fraction",
     "muscle_temperature_max_degC",
     "skin_temperature_max_degC",
-    "probe_temperature_degC",
+    "probe_temperature_min_degC",
+    "probe_temperature_max_degC",
 )
 RESAMPLES = 200  # bootstrap resamples of the confidence intervals
 CONFIDENCE = 0.95

@@ -264,9 +264,13 @@ OUTCOMES = {  # column -> (label, function of summary)
         lambda s: _region(s, "muscle", "temperature_max_degC", None),
     ),
     "skin_temperature_max_degC": ("skin peak T (degC)", lambda s: _region(s, "skin", "temperature_max_degC", None)),
-    "probe_temperature_degC": (
-        "probe (subcutis) temperature (degC)",
-        lambda s: _number_or_nan(s, "probe_temperature_degC"),
+    "probe_temperature_min_degC": (
+        "probes' mean temperature, lowest after settling (degC)",
+        lambda s: _probe(s, "min"),
+    ),
+    "probe_temperature_max_degC": (
+        "probes' mean temperature, highest after settling (degC)",
+        lambda s: _probe(s, "max"),
     ),
     "perfusate_systemic_auc_ratio": (
         "perfusate / systemic AUC",
@@ -289,7 +293,8 @@ UNITS = {
     "tumour_temperature_max_degC": "degC",
     "muscle_temperature_max_degC": "degC",
     "skin_temperature_max_degC": "degC",
-    "probe_temperature_degC": "degC",
+    "probe_temperature_min_degC": "degC",
+    "probe_temperature_max_degC": "degC",
     "tumour_tissue_drug_ug_per_g": "ug/g",
     "muscle_tissue_drug_ug_per_g": "ug/g",
     "skin_tissue_drug_ug_per_g": "ug/g",
@@ -303,6 +308,12 @@ UNITS = {
     "peak_systemic_mg_per_L": "mg/L",
     "drug_balance_relative_error": "",
 }
+
+
+def _probe(s: dict, key: str) -> float:
+    """The probes' settled mean temperature, its min or max (nan in cases without temperature control)."""
+    probe = s.get("probe_temperature_degC")
+    return _number_or_nan(probe, key) if isinstance(probe, dict) else float("nan")
 
 
 def _agent(s: dict, key: str) -> float:
