@@ -2,8 +2,10 @@
 section 11, from real runs.
 
     mpiexec -n 2 .venv/bin/python docs/plausibility.py --run results/plausibility   # runs the cases (minutes)
+    mpiexec -n 2 .venv/bin/python docs/plausibility.py --tnf results/plausibility   # TNF with / without
     .venv/bin/python docs/plausibility.py results/plausibility                       # prints the tables
 
+``--tnf`` runs the TNF cases (rat ILP, TM-ILP leg) with and without TNF.
 ``--run`` runs the five clinical cases as shipped, and the default leg case as a leaky perfusion (leak rate
 0.32 %/min, Rauschecker 1991) for the systemic-plateau row. Nothing is tuned: every parameter is the case's.
 """
@@ -114,14 +116,91 @@ def targets(root: Path) -> list[list[str]]:
         if (root / name / "fields.vtkhdf").exists():
             median, peak = _speeds(root / name)
             add("tumour interstitial speed, median / max (um/s)", "0.1-2", f"{median:.3f} / {peak:.3f}", "-", name)
-    for name, limb, (ph, be) in (
-        ("ili-melanoma-leg", "leg", (7.15, -9.1)),
-        ("ili-sarcoma-forearm", "arm", (7.06, -13.9)),
-    ):
+    for name, limb, (ph, be) in ILI_TARGETS:
         if (root / name / "summary.json").exists():
-            m = _load(root / name)[0]["metabolism"]
-            add(f"ILI {limb}, pH / base excess (mmol/L) at release", f"{ph} / {be} (30 min)",
-                f"{m['pH']:.2f} / {m['base_excess_mmol_per_L']:.1f}", "-", name)  # fmt: skip
+            _, series, _ = _load(root / name)
+            at = int(np.argmin(np.abs(series["time_min"] - 30.0)))
+            engine_ph, engine_be = series["limb_pH"][at], -series["lactate_rise_mmol_per_L"][at]
+            role = "calibrated (ecw_exchange_time)" if limb == "leg" else "prediction"
+            add(f"ILI {limb} at 30 min, pH / base excess (mmol/L)", f"{ph} / {be}",
+                f"{engine_ph:.2f} / {engine_be:.1f}", f"pH {engine_ph - ph:+.2f}; {role}", name)  # fmt: skip
+    return rows
+
+
+# ------------------------------------------------------------------------------------------ ILI acid-base
+ILI_TARGETS = (("ili-melanoma-leg", "leg", (7.15, -9.1)), ("ili-sarcoma-forearm", "arm", (7.06, -13.9)))  # Beasley
+
+
+def replay_acid_base(folder: Path, exchange_time: float, minutes: float = 30.0) -> tuple[float, float]:
+    """pH and base excess (mmol/L) of an ILI run's blood at ``minutes``, replayed in 0D
+    (solver.physics.metabolism) with the run's tissue mass, volumes and limb-mean temperature at each step and
+    another ``ecw_exchange_time`` (s). Exact for the engine: the acid-base state does not feed back into
+    temperature, and with potentiation off not into the drug."""
+    from solver.case import Metabolism
+    from solver.physics.metabolism import MetabolicState
+
+    summary, series, protocol = _load(folder)
+    tissue = json.loads((folder / "case_resolved.json").read_text())["tissue"]
+    volumes = {r: e["volume_m3"] for r, e in summary["regions"].items()}
+    limb = summary["limb_volume_m3"]
+    params = Metabolism.model_construct(**{**protocol["metabolism"], "ecw_exchange_time": exchange_time})
+    state = MetabolicState(
+        params,
+        tissue_mass=sum(volumes[r] * tissue[r]["density"] for r in volumes),
+        blood_volume=protocol["prime_volume"] + protocol["limb_blood_fraction"] * limb,
+        ecw_volume=params.ecw_fraction * limb,
+    )
+    times = series["time_min"]
+    mean_T = sum(series[f"T_{r}_mean_degC"] * v for r, v in volumes.items()) / limb + 273.15
+    for k in range(1, len(times)):
+        if times[k] > minutes + 1e-9:
+            break
+        state.step(60.0 * (times[k] - times[k - 1]), float(mean_T[k]))
+    return state.ph, state.base_excess
+
+
+def calibrate_acid_base(root: Path) -> list[list[str]]:
+    """ecw_exchange_time fitted on the leg's pH at 30 min (Beasley 2012), then the arm predicted with it."""
+    from scipy.optimize import brentq
+
+    (leg, _, (leg_ph, _)), (arm, _, _) = ILI_TARGETS
+    if not all((root / n / "timeseries.csv").exists() for n in (leg, arm)):
+        return []
+    tau = brentq(lambda t: replay_acid_base(root / leg, t)[0] - leg_ph, 60.0, 30 * 86400.0, xtol=1.0)
+    rows = [["ecw_exchange_time fitted on the leg's pH 7.15", f"{tau / 60:.1f} min", "", ""]]
+    for name, limb, (ph, be) in ILI_TARGETS:
+        p, b = replay_acid_base(root / name, tau)
+        rows.append([f"ILI {limb} at 30 min", f"{ph} / {be}", f"{p:.3f} / {b:.1f}", f"pH {p - ph:+.3f}"])
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ TNF
+TNF_CASES = (("rat-ilp-tnf", "rat ILP (Hoving 2006: x6)"), ("ilp-tm-sarcoma-leg", "TM-ILP leg"))
+
+
+def run_tnf(root: Path, comm: MPI.Comm) -> None:
+    """Each TNF case as shipped and without its TNF."""
+    for name, _ in TNF_CASES:
+        path = ROOT / "cases" / name / "case.toml"
+        raw = tomllib.loads(path.read_text())
+        run_case(parse_case_tree(raw, path), root / "tnf" / name, comm, quiet=True)
+        raw["protocol"].pop("tnf")
+        run_case(parse_case_tree(raw, path), root / "tnf" / f"{name}-no-tnf", comm, quiet=True)
+
+
+def tnf_table(root: Path) -> list[list[str]]:
+    """Tumour melphalan (parent drug per gram) at the end of perfusion with and without TNF, and the ratio."""
+    rows = []
+    for name, label in TNF_CASES:
+        with_tnf, without = root / "tnf" / name, root / "tnf" / f"{name}-no-tnf"
+        if not ((with_tnf / "summary.json").exists() and (without / "summary.json").exists()):
+            continue
+        a, b = (_load(f)[0]["regions"] for f in (with_tnf, without))
+        ug = a["tumour"]["tissue_drug_ug_per_g"], b["tumour"]["tissue_drug_ug_per_g"]
+        kill = a["tumour"]["log10_kill_mean"], b["tumour"]["log10_kill_mean"]
+        muscle = a["muscle"]["tissue_drug_ug_per_g"], b["muscle"]["tissue_drug_ug_per_g"]
+        rows.append([label, f"{ug[0]:.3g}", f"{ug[1]:.3g}", f"{ug[0] / ug[1]:.2f}", f"{kill[0]:.2f} / {kill[1]:.2f}",
+                     f"{muscle[0] / muscle[1]:.3f}"])  # fmt: skip
     return rows
 
 
@@ -154,16 +233,26 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("root", type=Path, help="folder of the results (one sub-folder per case)")
     parser.add_argument("--run", action="store_true", help="run the cases first")
+    parser.add_argument("--tnf", action="store_true", help="run the TNF cases with and without TNF first")
     args = parser.parse_args()
     comm = MPI.COMM_WORLD
     if args.run:
         run(args.root, comm)
+    if args.tnf:
+        run_tnf(args.root, comm)
     if comm.rank == 0:
         print(table(["target (MODEL.md s. 11)", "clinic", "engine", "engine / clinic", "case"], targets(args.root)))
         print()
         header = ["region", "IFP at rest (mmHg)", "lymph at rest (uL/(g h))", "IFP under ILP (mmHg)",
                   "lymph under ILP (uL/(g h))", "x"]  # fmt: skip
         print(table(header, lymph_table()))
+        print()
+        print(table(["ILI acid-base (Beasley 2012)", "clinic pH / BE", "engine pH / BE", "difference"],
+                    calibrate_acid_base(args.root)))  # fmt: skip
+        print()
+        header = ["TNF case", "tumour ug/g with TNF", "without", "ratio", "tumour log10 kill with / without",
+                  "muscle ratio"]  # fmt: skip
+        print(table(header, tnf_table(args.root)))
 
 
 if __name__ == "__main__":

@@ -219,21 +219,31 @@ class Dose(Strict):
 
 
 class TNF(Strict):
-    """TNF-alpha on tumour vessels (MODEL.md section 6). Factors multiply the tumour baseline values.
+    """TNF-alpha on tumour vessels (MODEL.md section 6; solver.physics.tnf). The effect E(t) = s(t) e(dose) grows
+    from the TNF time with time constant ``tau`` (s = 1 - exp(-(t - t_TNF)/tau)) to a dose response e that
+    saturates with TNF per volume of perfusate above a threshold. Each factor moves the tumour's value by
+    1 + (factor - 1) E.
 
-    The interstitial pressure collapse is explicit: the effective tumour vascular pressure is lowered so
-    that the Baxter-Jain plateau pe falls by ``ifp_reduction`` (vascular collapse, blood flow drop),
-    and interstitial conductivity rises by ``conductivity_factor``.
+    Default mechanism, tumour-selective vascular leak: free-drug permeability up (``permeability_factor``) and
+    perfusate (free and albumin-bound drug) exchanged with the tumour interstitium (``perfusate_leak``). IFP is
+    unchanged (rat ILP, Hoving 2006). Options, off by default: tumour flow fall (``flow_factor``), and an IFP
+    collapse (``ifp_reduction``: the effective vascular pressure is lowered so that the Baxter-Jain plateau
+    falls by this fraction) with its vessel-wall and matrix changes (``hydraulic_factor`` on Lp,
+    ``reflection_factor`` on sigma_p, ``conductivity_factor`` on K).
     """
 
     dose: Q(U.MASS, Pos)
     time: Q(U.TIME, NonNeg)
     tau: Q(U.TIME, Pos)
-    permeability_factor: Annotated[float, Field(gt=0)] = 1.8  # Lp and P; uptake x1.8-3.1 [V]
-    reflection_factor: Annotated[float, Field(gt=0, le=1)] = 0.8  # sigma_p multiplier [A]
-    conductivity_factor: Annotated[float, Field(gt=0)] = 2.0  # K multiplier [A]
-    ifp_reduction: Annotated[float, Field(ge=0, lt=1)] = 0.8  # rat IFP -75 to -87 % [V]
-    flow_factor: Annotated[float, Field(gt=0)] = 0.56  # tumour flow at 1 h: 0.47-0.65 [V]
+    threshold: Q(U.CONCENTRATION, NonNeg) = 1e-4  # 0.1 mg/L of perfusate: below it no effect [A]
+    half_effect: Q(U.CONCENTRATION, Pos) = 5e-5  # 0.05 mg/L above the threshold gives half the effect [A]
+    permeability_factor: Annotated[float, Field(gt=0)] = 1.35  # free-drug P (x1.35; x1.65 with 40 C) [V]
+    perfusate_leak: Q(U.RATE, NonNeg) = 0.02 / 60.0  # perfusate exchanged per tumour volume, 2 %/min [A]
+    flow_factor: Annotated[float, Field(gt=0)] = 1.0  # option: tumour flow (0.47-0.65 at 1 h in mice [V])
+    ifp_reduction: Annotated[float, Field(ge=0, lt=1)] = 0.0  # option: rat IFP -75 to -87 % [R]
+    hydraulic_factor: Annotated[float, Field(gt=0)] = 1.0  # option: Lp
+    reflection_factor: Annotated[float, Field(gt=0, le=1)] = 1.0  # option: sigma_p
+    conductivity_factor: Annotated[float, Field(gt=0)] = 1.0  # option: K
 
 
 class Blanket(Strict):
@@ -260,7 +270,11 @@ class Metabolism(Strict):
 
     oxygen_consumption: Q(U.VOLUME_RATE, NonNeg)  # O2 (STP volume) per tissue mass per time, at 37 C
     initial_oxygen: Q(U.VOLUME, NonNeg)  # O2 (STP volume) in the trapped blood at the start
-    buffer_capacity: Q(U.MOLAR_CONCENTRATION, Pos)  # of the circulating volume, per pH unit
+    buffer_capacity: Q(U.MOLAR_CONCENTRATION, Pos) = 38.0  # of blood, per pH unit: 36-41 mmol/L [C]
+    ecw_fraction: Fraction = 0.15  # the limb's extracellular water / limb volume [R]
+    # of the acid between blood and ECW: 28 min, calibrated on the leg ILI's pH at 30 min (Beasley 2012: 7.15;
+    # docs/plausibility.md section 3), the arm then predicted
+    ecw_exchange_time: Q(U.TIME, Pos) = 28 * 60.0
     lactate_per_oxygen: Annotated[float, Field(gt=0)] = 0.33  # mol lactic acid per mol O2 shortfall [C]
     initial_ph: Annotated[float, Field(gt=6, lt=8)] = 7.4
     q10: Annotated[float, Field(ge=1)] = 2.0  # temperature factor of O2 demand per 10 K [R]

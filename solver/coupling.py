@@ -162,20 +162,30 @@ class CoupledModel:
         self.isolated = True
         self.mat = RegionFields(tm, tissue)
         m = self.mat
-        m.fields["P_factor"] = m.make(dict.fromkeys(tm.regions, 1.0), "P_factor")
+        m.fields["P_factor"] = m.make(dict.fromkeys(tm.regions, 1.0), "P_factor")  # TNF on P (tumour)
+        m.fields["tnf_leak"] = m.make(dict.fromkeys(tm.regions, 0.0), "tnf_leak")  # TNF perfusate leak (1/s)
         # baseline volumetric perfusion (1/s) = perfusion per mass * density
         self.omega_base = {r: tissue[r].perfusion * tissue[r].density for r in tm.regions}
         m.fields["omega"] = m.make(self.omega_base, "omega")
         self._omega = dict(self.omega_base)  # region -> omega now in the "omega" field (1/s)
         self.blood_density = DENSITY.to_si(BLOOD["density"])
-        self.tnf_state = 0.0
+        self.tnf_state = 0.0  # the TNF effect E = s(t) e(dose) now in the tumour's fields
         self.tissue_mass = sum(tissue[r].density * self.volumes[r] for r in tm.regions)
         # circulating volume: circuit prime plus the limb's own blood (the perfusate compartment)
         self.circulating_volume = (
             protocol.prime_volume + protocol.limb_blood_fraction * self.limb_volume if protocol else 0.0
         )
+        # the TNF dose response on its perfusate concentration (MODEL.md section 6)
+        self.tnf_dose_effect = (
+            tnf_switch.dose_response(protocol.tnf, self.circulating_volume) if protocol and protocol.tnf else 0.0
+        )
         self.metabolism = (
-            MetabolicState(protocol.metabolism, self.tissue_mass, self.circulating_volume)
+            MetabolicState(
+                protocol.metabolism,
+                self.tissue_mass,
+                blood_volume=self.circulating_volume,
+                ecw_volume=protocol.metabolism.ecw_fraction * self.limb_volume,
+            )
             if protocol and protocol.metabolism
             else None
         )
@@ -305,6 +315,7 @@ class CoupledModel:
             omega=m["omega"],
             sigma_d=params.sigma_d,
             f_u=f_u,
+            leak=m["tnf_leak"],
         )
         rates = ThermalRates(
             self.V,
@@ -353,8 +364,9 @@ class CoupledModel:
 
     def set_time(self, t: float) -> set[str]:
         """Set every time-dependent input to its value at t. Returns what changed: "vascular" (vessel
-        properties: pressure must be re-solved), "perfusion" (omega: heat and transport operators change) and/or
-        "release" (the tourniquet: capillary pressure back to rest, plasma binding the body's)."""
+        properties: pressure must be re-solved), "exchange" (drug exchange only: TNF on P and its perfusate leak),
+        "perfusion" (omega: heat and transport operators change) and/or "release" (the tourniquet: capillary
+        pressure back to rest, plasma binding the body's)."""
         changed: set[str] = set()
         self.T_a.value = self.inflow_temperature(t)
         if self.schedule.isolated(t) != self.isolated:
@@ -363,14 +375,13 @@ class CoupledModel:
         p = self.case.protocol
         flow_factor = 1.0
         if p is not None and p.tnf is not None and "tumour" in self.tm.regions:
-            s = tnf_switch.progress(p.tnf, t)
-            values = tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], s)
+            effect = tnf_switch.progress(p.tnf, t) * self.tnf_dose_effect
+            values = tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], effect)
             flow_factor = values["flow_factor"]
-            if abs(s - self.tnf_state) > 1e-6:
-                for key in ("Lp", "sigma_p", "K", "p_v", "P_factor"):
-                    self.mat.set(key, "tumour", values[key])
-                self.tnf_state = s
-                changed.add("vascular")
+            if abs(effect - self.tnf_state) > 1e-6:
+                self._set_tnf(values)
+                self.tnf_state = effect
+                changed.add("vascular" if tnf_switch.moves_pressure(p.tnf) else "exchange")
         # Decide from the per-region values, identical on every rank: the local DG0 array of a rank without
         # tumour cells would not see a tumour change, and ranks would disagree about a collective reassembly.
         omega = self.perfusion(t, flow_factor)
@@ -392,6 +403,18 @@ class CoupledModel:
             self.uptake_factor = 1.0
         self.isolated = isolated
 
+    def _set_tnf(self, values: dict[str, float]) -> None:
+        """The tumour's parameter fields at a TNF effect (solver.physics.tnf.tumour_values)."""
+        for key in (*tnf_switch.PRESSURE_KEYS, *tnf_switch.EXCHANGE_KEYS):
+            self.mat.set(key, "tumour", values[key])
+
+    def _pressure_key(self) -> tuple:
+        """What the pressure solution depends on that changes in time: the TNF effect (when TNF moves the
+        pressure equation) and whether the limb is isolated."""
+        tnf = self.case.protocol.tnf if self.case.protocol else None
+        moves = tnf is not None and tnf_switch.moves_pressure(tnf)
+        return (self.tnf_state if moves else 0.0, self.isolated)
+
     def protocol_state(self) -> dict:
         """What :meth:`set_time` remembers between calls: the TNF progress, the perfusion per region (1/s) and
         whether the limb is isolated."""
@@ -402,9 +425,7 @@ class CoupledModel:
         p = self.case.protocol
         self.tnf_state = float(state["tnf_state"])
         if p is not None and p.tnf is not None and "tumour" in self.tm.regions:
-            values = tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], self.tnf_state)
-            for key in ("Lp", "sigma_p", "K", "p_v", "P_factor"):
-                self.mat.set(key, "tumour", values[key])
+            self._set_tnf(tnf_switch.tumour_values(p.tnf, self.tissue["tumour"], self.tnf_state))
         self._omega = {r: float(v) for r, v in state["omega"].items()}
         for region, value in self._omega.items():
             self.mat.set("omega", region, value)
@@ -438,7 +459,7 @@ class CoupledModel:
         if self.case.physics.pressure:
             self.pressure.solve()
         self.exchange_stale = True
-        self._pressure_for = (self.tnf_state, self.isolated)
+        self._pressure_for = self._pressure_key()
 
     def linear_systems(self) -> dict[str, LinearSystem]:
         """Every linear system of the model by equation name (pressure, heat, transport_<agent>)."""
@@ -552,7 +573,7 @@ class CoupledModel:
         scalars: dict = {
             "dt": float(self.dt.value),
             "protocol": self.protocol_state(),
-            "metabolism": [mb.oxygen, mb.lactate, mb.oxygen_used] if mb else None,
+            "metabolism": mb.state() if mb else None,
             "controller": self.controller.state() if self.controller else None,
             "agents": {
                 a.name: {"circuit": a.circuit.state(), **{key: getattr(a, key) for key in TOTALS}} for a in self.agents
@@ -576,7 +597,7 @@ class CoupledModel:
         self.time_above_40C[:] = x["time_above_40C"]
         if self.metabolism is not None:
             mb = self.metabolism
-            mb.oxygen, mb.lactate, mb.oxygen_used = s["metabolism"]
+            mb.restore(s["metabolism"])
             self.uptake_factor = mb.uptake_factor
         if self.controller is not None:
             self.controller.restore(s["controller"])
@@ -590,7 +611,7 @@ class CoupledModel:
             for key in ACCUMULATORS:
                 getattr(a, key)[:] = x[f"{a.name}.{key}"]
         self.set_protocol_state(s["protocol"])
-        if self._pressure_for != (self.tnf_state, self.isolated):
+        if self._pressure_for != self._pressure_key():
             self.solve_pressure()
 
     def destroy(self) -> None:

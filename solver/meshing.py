@@ -429,8 +429,10 @@ FACETS_PER_TURN = 32  # polygonal facets around a circle: keeps faceting volume 
 
 
 def _facet_size(radius: float, size: float, size_factor: float) -> float:
-    """Cell size on a curved surface of curvature radius ``radius``: at most ``size``."""
-    return min(size, size_factor * 2 * math.pi * radius / FACETS_PER_TURN)
+    """Cell size on a curved surface of curvature radius ``radius``: at most ``size``, and at most
+    ``size_factor`` x 1/FACETS_PER_TURN of a turn, but never below a quarter of ``size`` (a thin bone in a
+    small limb would otherwise ask for cells a hundred times finer than its neighbours)."""
+    return min(size, max(size_factor * 2 * math.pi * radius / FACETS_PER_TURN, size / 4))
 
 
 def _tumour_radii(spec: LimbMesh) -> dict[str, float]:

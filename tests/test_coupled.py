@@ -69,23 +69,28 @@ def test_summary_keys(student):
     assert 36.0 < s["regions"]["tumour"]["temperature_max_degC"] < 40.0 + 1e-9
 
 
-def test_tnf_collapses_pressure_and_raises_uptake(student, comm):
+def test_tnf_leaves_ifp_by_default_collapses_it_as_an_option_and_raises_uptake(student, comm):
+    """TNF v2 (MODEL.md section 6): by default tumour IFP is unchanged (rat ILP, Hoving 2006) and tumour uptake
+    rises; with the IFP-collapse option the Baxter-Jain plateau falls by ifp_reduction E, E = s(t) e(dose)."""
     case, (sim, result) = student
     tnf = case.protocol.tnf
-    history = dict(sim.pressure_history)
     end = case.protocol.perfusion_duration  # compared while isolated: release lowers the capillary pressure
-    before, after = history[0.0], history[end]
-    s_end = 1 - math.exp(-(end - tnf.time) / tnf.tau)
-    # the plateau falls by ifp_reduction * s; the mean tumour pressure (rim included) follows within 10 %
-    assert after / before == pytest.approx(1 - tnf.ifp_reduction * s_end, rel=0.10)
+    history = dict(sim.pressure_history)
+    assert history[end] == pytest.approx(history[0.0], rel=1e-9)
     no_tnf = _with(case, protocol={"tnf": None})
     plain_sim, plain = _run(no_tnf, comm)
-    assert dict(plain_sim.pressure_history)[end] == pytest.approx(before, rel=1e-6)
+    assert dict(plain_sim.pressure_history)[end] == pytest.approx(history[0.0], rel=1e-9)
     auc_tnf = result.summary["regions"]["tumour"]["auc_free_mean"]
     auc_plain = plain.summary["regions"]["tumour"]["auc_free_mean"]
-    # TNF must raise uptake. How much is a model outcome, not a fitting target: with the default
-    # flow_factor 0.56 the exchange is flow-limited and the rise is modest (about 5 % here).
-    assert auc_tnf > 1.01 * auc_plain
+    assert auc_tnf > 1.05 * auc_plain  # how much is a model outcome (docs/plausibility.md), not a target
+    collapse = _with(case, protocol={"tnf": tnf.model_copy(update={"ifp_reduction": 0.8})})
+    collapse_sim, _ = _run(collapse, comm)
+    before, after = dict(collapse_sim.pressure_history)[0.0], dict(collapse_sim.pressure_history)[end]
+    concentration = tnf.dose / collapse_sim.model.circulating_volume  # kg/m^3 of perfusate
+    e = (concentration - tnf.threshold) / (concentration - tnf.threshold + tnf.half_effect)  # by hand
+    s_end = 1 - math.exp(-(end - tnf.time) / tnf.tau)
+    # the plateau falls by ifp_reduction * E; the mean tumour pressure (rim included) follows within 10 %
+    assert after / before == pytest.approx(1 - 0.8 * s_end * e, rel=0.10)
 
 
 @pytest.mark.slow
@@ -185,7 +190,7 @@ def default_case():
 
 @pytest.mark.slow
 def test_default_case_end_to_end(default_case, comm):
-    """The default case (TM-ILP leg, seed 003): balance within 1e-10, TNF pressure collapse, tracer leak."""
+    """The default case (TM-ILP leg, seed 003): balance within 1e-10, IFP unchanged by TNF, tracer leak."""
     case, (sim, result) = default_case
     s = result.summary
     assert s["drug_balance_relative_error"] < 1e-10
@@ -197,7 +202,7 @@ def test_default_case_end_to_end(default_case, comm):
     assert s["tracer_leak_fraction"] == pytest.approx(expected, rel=1e-3)  # backward Euler, 1 min steps
     assert 0.005 < s["tracer_leak_fraction"] < 0.05
     history = dict(sim.pressure_history)
-    assert history[p.perfusion_duration] < 0.5 * history[0.0]  # ifp_reduction 0.8, tau 15 min, 60 min
+    assert history[p.perfusion_duration] == pytest.approx(history[0.0], rel=1e-9)  # TNF v2: IFP unchanged
     assert s["regions"]["tumour"]["auc_free_mean"] > s["regions"]["necrosis"]["auc_free_mean"]  # no vessels
     assert 37.5 < s["regions"]["muscle"]["temperature_max_degC"] < 39.5 + 1e-9  # heated by the 39.5 C inflow
     # Drug diffusing into the vessel-free necrotic core (h^2/D >> dt) undershot to -2 mg/L with a consistent
@@ -227,7 +232,7 @@ def test_ili_case_blanket_metabolism_two_agents(comm):
         assert s["agents"][agent]["drug_balance_relative_error"] < 1e-6
     mb = s["metabolism"]
     assert mb["oxygen_used_mL"] == pytest.approx(60.0, rel=1e-9)  # the whole store
-    assert mb["pH"] < 7.4 - 0.3 and mb["base_excess_mmol_per_L"] < 0
+    assert mb["pH"] < 7.4 - 0.2 and mb["base_excess_mmol_per_L"] < 0
     rows = result.series
     assert all(b["limb_pH"] <= a["limb_pH"] for a, b in zip(rows, rows[1:], strict=False))
     final = rows[-1]

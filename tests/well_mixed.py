@@ -74,6 +74,16 @@ class WellMixed:
     dose: float  # kg at t = 0
     Jv_rest: float  # filtration and lymph after release (capillary pressure back to rest)
     lymph_rest: float
+    # TNF (MODEL.md section 6): effect E(t) = e (1 - exp(-(t - t_TNF)/tau)); P x (1 + (P_factor - 1) E) and a
+    # perfusate leak q = tnf_leak E exchanging plasma with the interstitium: + q (C_plasma - C/f_u)
+    tnf_effect: float = 0.0  # e, the dose response
+    tnf_time: float = 0.0
+    tnf_tau: float = 1.0
+    P_factor: float = 1.0
+    tnf_leak: float = 0.0
+
+    def tnf(self, t: float) -> float:
+        return self.tnf_effect * -math.expm1(-(t - self.tnf_time) / self.tnf_tau) if t >= self.tnf_time else 0.0
 
     def rhs(self, t: float, y: np.ndarray) -> np.ndarray:
         T, C, Cc, A, Cp, Cs, M_pool, Xp, Xs, hyd, clr, wsh = y
@@ -86,7 +96,9 @@ class WellMixed:
         k_h, k_alk = arrhenius(self.k_h37, self.Ea, T), arrhenius(self.k_alk37, self.Ea_alk, T)
         f_u = self.f_u_perfusate if isolated else self.f_u_plasma
         Jv, lymph = (self.Jv, self.lymph) if isolated else (self.Jv_rest, self.lymph_rest)
-        a, b = exchange(Jv, self.PS, omega, self.sigma_d, f_u)
+        E = self.tnf(t)
+        a, b = exchange(Jv, self.PS * (1 + (self.P_factor - 1) * E), omega, self.sigma_d, f_u)
+        a, b = a + self.tnf_leak * E, b + self.tnf_leak * E / f_u
         C_plasma = Cp if isolated else Cs
         vascular = a * C_plasma - b * C  # into tissue, per volume
         uptake = arrhenius(self.k_up, self.Ea_up, T) * (C - Cc / self.kappa)

@@ -3,7 +3,7 @@
     phi (1 + B) dC/dt + div(u (1 + B) C) - div(D grad C) = Phi_v - (JL/V)(1 + B) C - phi k_h C - J_up
     phi_c dC_c/dt = J_up - phi_c (k_h + k_alk) C_c,        J_up = k_up (C - C_c/kappa)
     dA/dt = phi_c k_alk C_c
-    Phi_v = (Jv/V)(1 - sigma_d) f_u C_p + PS_b (f_u C_p - C) Pe/(exp(Pe) - 1)
+    Phi_v = (Jv/V)(1 - sigma_d) f_u C_p + PS_b (f_u C_p - C) Pe/(exp(Pe) - 1) + q (C_p - C/f_u)
     PS_b = (omega/f_u)(1 - exp(-f_u P S/V / omega)),   Pe = (Jv/V)(1 - sigma_d)/PS_b
 
 B = r (1 - f_u,plasma)/f_u,plasma: interstitial albumin binding (r the interstitial/plasma albumin ratio);
@@ -11,7 +11,7 @@ the bound drug moves with interstitial fluid and lymph, and is protected from hy
 diffusivity per tissue volume (Swabb), used once. f_u is the unbound fraction of the plasma the capillaries
 carry: the perfusate's while the limb is isolated, the body's after tourniquet release. PS_b integrates
 binding-aware exchange along the capillary: PS << omega gives PS, PS >> omega gives omega/f_u (the plasma
-flow's whole drug).
+flow's whole drug). q is the TNF perfusate leak into tumour interstitium (0 elsewhere; solver.physics.tnf).
 
 Backward Euler in time. The system is linear in the perfusate concentration C_p, so a step is solved by
 superposition: x = x0 + C_p x1 (x0: old state, C_p = 0; x1: unit perfusate), which lets the circuit
@@ -84,13 +84,15 @@ def peclet_factor(Pe: ufl.core.expr.Expr) -> ufl.core.expr.Expr:
 class Exchange:
     """Transvascular exchange inputs per tissue volume: ``Jv`` filtration (1/s), ``PS`` = P S/V (1/s),
     ``omega`` plasma flow (1/s), ``sigma_d`` drug reflection, ``f_u`` unbound fraction in the plasma (a number
-    or a Constant: it changes at tourniquet release)."""
+    or a Constant: it changes at tourniquet release), ``leak`` plasma exchanged through leaky vessels (1/s,
+    TNF: free and bound drug in, interstitial free over f_u out; solver.physics.tnf)."""
 
     Jv: ufl.core.expr.Expr
     PS: ufl.core.expr.Expr
     omega: ufl.core.expr.Expr
     sigma_d: float
     f_u: float | fem.Constant
+    leak: ufl.core.expr.Expr | float = 0.0
 
     def coefficients(self) -> tuple[ufl.core.expr.Expr, ufl.core.expr.Expr]:
         """(a, b) with Phi_v = a C_p - b C (C_p the total plasma concentration)."""
@@ -99,7 +101,7 @@ class Exchange:
         convective = self.Jv * (1.0 - self.sigma_d)
         Pe = convective / ufl.max_value(PS_b, 1e-30)
         f = peclet_factor(Pe)
-        return self.f_u * (convective + PS_b * f), PS_b * f
+        return self.f_u * (convective + PS_b * f) + self.leak, PS_b * f + self.leak / self.f_u
 
 
 @dataclass
