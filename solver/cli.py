@@ -1,4 +1,5 @@
-"""The ``isolimb`` command: ``check``, ``mesh``, ``run``; ``report``, ``probe``, ``compare``; ``sweep``, ``collect``.
+"""The ``isolimb`` command: ``check``, ``mesh``, ``run``; ``report``, ``probe``, ``compare``; ``sweep``, ``collect``,
+``calibrate``.
 
 Errors in the user's input (case file, mesh file, existing results) end every rank with one line on
 standard error and exit status 2, never a traceback and never a hang.
@@ -320,11 +321,40 @@ def cmd_collect(args: argparse.Namespace, comm: MPI.Comm) -> None:
     problem = None
     if comm.rank == 0:
         try:
-            path, missing, pictures = sweep.collect(Path(args.folder))
-            print(f"wrote {path} and {len(pictures)} plot(s)")
+            done = sweep.collect(Path(args.folder))
+            print(f"wrote {done.csv} and {len(done.plots)} plot(s)")
+            if done.sensitivity is not None:
+                print(f"wrote {done.sensitivity} and {done.sensitivity.with_suffix('.csv').name}")
+            for note in done.notes:
+                print(f"isolimb: note: {note}", file=sys.stderr)
+            missing = done.missing
             if missing:
                 print(f"isolimb: warning: {len(missing)} run(s) not finished: {', '.join(missing)}", file=sys.stderr)
         except sweep.SweepError as err:
+            problem = str(err)
+    refuse_if(comm, problem)
+
+
+def cmd_calibrate(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    from solver import calibrate
+
+    problem = None
+    if comm.rank == 0:
+        try:
+            out = Path(args.output) if args.output else None
+            if out is not None:
+                problem = _folder_problem(out)
+            if problem is None:
+                result, md = calibrate.calibrate(Path(args.spec), out)
+                print(md.read_text())
+                print(f"wrote {md} and {md.with_name('calibration.json')}", flush=True)
+                if result["effective_samples"] < 200:
+                    print(
+                        f"isolimb: warning: only {result['effective_samples']:.0f} effective posterior samples: "
+                        "raise samples",
+                        file=sys.stderr,
+                    )
+        except calibrate.CalibrationError as err:
             problem = str(err)
     refuse_if(comm, problem)
 
@@ -396,14 +426,25 @@ def parser() -> argparse.ArgumentParser:
     cp.add_argument("-o", "--output", default="results/compare", help="folder for compare.html and its pictures")
     cp.add_argument("--force", action="store_true", help="replace an existing compare.html")
     cp.set_defaults(func=cmd_compare)
-    sw = sub.add_parser("sweep", help="expand a parameter grid into cases and a SLURM job array")
-    sw.add_argument("spec", help="sweep spec (TOML: base, ranks, time, launcher, [parameters])")
+    sw = sub.add_parser(
+        "sweep", help="expand a design (grid, lhs, sobol, saltelli, morris) into cases and a SLURM job array"
+    )
+    sw.add_argument("spec", help="sweep spec (TOML: base, ranks, time, launcher, [design], [parameters])")
     sw.add_argument("-o", "--output", required=True, help="folder for cases/, runs.csv, sweep.sbatch")
     sw.add_argument("--force", action="store_true", help="replace an existing sweep folder")
     sw.set_defaults(func=cmd_sweep)
-    co = sub.add_parser("collect", help="gather a sweep's summaries into collected.csv and plots")
+    co = sub.add_parser(
+        "collect",
+        help="gather a sweep's summaries into collected.csv and plots; sensitivity indices of a sampled design",
+    )
     co.add_argument("folder", help="a folder written by isolimb sweep")
     co.set_defaults(func=cmd_collect)
+    ca = sub.add_parser(
+        "calibrate", help="fit a sampled sweep's parameters to targets over an emulator; predict held-back targets"
+    )
+    ca.add_argument("spec", help="calibration spec (TOML: sweep, samples, seed, [[targets]])")
+    ca.add_argument("-o", "--output", help="folder for calibration.json and calibration.md (default: the sweep's)")
+    ca.set_defaults(func=cmd_calibrate)
     pr = sub.add_parser("probe", help="field values at a point or along a line, as CSV on standard output")
     pr.add_argument("results")
     pr.add_argument("--field", required=True, help="array name, e.g. T_degC or AUC_melphalan_mg_min_per_L")

@@ -24,6 +24,11 @@ CHECKPOINT = "checkpoint"  # folder; CHECKPOINT/STATE holds the scalars
 CHECKPOINT_STATE = "state.json"
 RUNS = "runs.csv"  # a sweep's list of runs
 COLLECTED = "collected.csv"  # a sweep's collected outcomes
+DESIGN = "design.json"  # a sweep's design: method, n, seed, distributions and the unit-cube samples
+SENSITIVITY = "sensitivity.html"  # a sweep's sensitivity indices (Saltelli, Morris) or rank correlations
+SENSITIVITY_CSV = "sensitivity.csv"  # the same indices as a table
+CALIBRATION = "calibration.json"  # isolimb calibrate: posterior of the fitted parameters, targets and predictions
+CALIBRATION_MD = "calibration.md"  # the same as Markdown tables for docs/validation.md
 
 # --------------------------------------------------------------------------------------- summary keys
 # Keys of summary.json that tools other than the writer read, with their unit.

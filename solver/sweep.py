@@ -1,5 +1,6 @@
-"""Parameter sweeps: ``isolimb sweep SPEC`` expands a grid into case folders and a SLURM job array;
-``isolimb collect DIR`` gathers the summaries into one CSV and plots outcomes against each parameter.
+"""Parameter sweeps: ``isolimb sweep SPEC`` expands a design (a grid, Latin hypercube, Sobol', Saltelli or Morris)
+into case folders and a SLURM job array; ``isolimb collect DIR`` gathers the summaries into one CSV, plots outcomes
+against each parameter and, for Saltelli and Morris designs, writes the sensitivity indices (solver/sensitivity.py).
 
 SLURM is the distributed engine (an array job, one MPI run per task); nothing here schedules anything.
 A sweep spec (TOML)::
@@ -12,6 +13,16 @@ A sweep spec (TOML)::
     "protocol.inflow_temperature.0.value" = ["39 degC", "41 degC"]
     "protocol.tnf.ifp_reduction" = [0.5, 0.8]
 
+or, sampled (solver/design.py)::
+
+    [design]
+    method = "saltelli"                      # lhs, sobol, saltelli, morris (grid: the default)
+    n = 64
+    seed = 1
+    [parameters]
+    "protocol.inflow_temperature.0.value" = { distribution = "uniform", range = ["39 degC", "42 degC"] }
+    "tissue.tumour.K" = { distribution = "loguniform", range = ["1e-14 m^2/(Pa s)", "1e-13 m^2/(Pa s)"] }
+
 Every generated case is validated before anything is written.
 """
 
@@ -19,17 +30,17 @@ from __future__ import annotations
 
 import copy
 import csv
-import itertools
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from solver import integrity, results
 from solver.case import CaseError, FileMesh, parse_case_tree
+from solver.design import Design, DesignError, Distribution, points
 from solver.output import clinical, write_atomic
 from solver.units import ureg
 
@@ -45,7 +56,8 @@ class SweepSpec(BaseModel):
     ranks: int = Field(default=1, ge=1)
     time: str = "01:00:00"
     launcher: str = "mpiexec -n {ranks}"
-    parameters: dict[str, list[str | int | float | bool]] = Field(min_length=1)
+    design: Design = Design()
+    parameters: dict[str, list[str | int | float | bool] | Distribution] = Field(min_length=1)
 
 
 def _set(tree: dict, path: str, value: object, where: str) -> None:
@@ -77,8 +89,8 @@ def load_spec(path: Path) -> SweepSpec:
 
 
 def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
-    """Write ``out/cases/<id>/case.toml`` for every grid point, ``out/runs.csv``, ``out/sweep.sbatch`` and
-    ``out/run_local.sh``; return the runs (id and parameter values)."""
+    """Write ``out/cases/<id>/case.toml`` for every point of the design, ``out/runs.csv``, ``out/design.json``,
+    ``out/sweep.sbatch`` and ``out/run_local.sh``; return the runs (id and parameter values)."""
     spec = load_spec(spec_path)
     base = (spec_path.parent / spec.base).resolve()
     base_file = base / "case.toml" if base.is_dir() else base
@@ -87,21 +99,30 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise SweepError(f"{spec_path}: base = {spec.base!r}: cannot read a case there: {err}") from None
     names = list(spec.parameters)
+    try:
+        rows, unit_samples, sampled = points(spec.design, spec.parameters)
+    except DesignError as err:
+        raise SweepError(f"{spec_path}: {err}") from None
     runs: list[dict[str, object]] = []
     texts = {}
-    for i, values in enumerate(itertools.product(*spec.parameters.values())):
+    also = {p.name: p.also for p in sampled}
+    for i, values in enumerate(rows):
         run_id = f"run-{i:04d}"
         raw = copy.deepcopy(base_raw)
         for name, value in zip(names, values, strict=True):
             try:
-                _set(raw, name, value, str(spec_path))
+                for path in (name, *also.get(name, ())):
+                    _set(raw, path, value, str(spec_path))
             except (IndexError, ValueError, KeyError, TypeError) as err:
                 raise SweepError(f"{spec_path}: parameter {name!r}: not a path into the base case ({err})") from None
         raw.setdefault("output", {})["folder"] = str((out / "results" / run_id).resolve())
         chosen = dict(zip(names, values, strict=True))
-        raw["title"] = (
-            f"{raw.get('title', 'case')} [{run_id}: " + ", ".join(f"{n}={v}" for n, v in chosen.items()) + "]"
-        )
+        if sampled:  # many parameters: the values are in runs.csv
+            raw["title"] = f"{raw.get('title', 'case')} [{run_id} of a {spec.design.method} design]"
+        else:
+            raw["title"] = (
+                f"{raw.get('title', 'case')} [{run_id}: " + ", ".join(f"{n}={v}" for n, v in chosen.items()) + "]"
+            )
         try:
             case = parse_case_tree(raw, base_file)
         except CaseError as err:
@@ -118,6 +139,17 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
         writer = csv.DictWriter(f, fieldnames=["id", *names])
         writer.writeheader()
         writer.writerows(runs)
+    design = {
+        **spec.design.model_dump(),
+        "parameters": [
+            {"name": p.name, "unit": p.unit, "distribution": p.spec.model_dump(exclude_none=True), "text": p.describe()}
+            for p in sampled
+        ]
+        or [{"name": n, "values": v} for n, v in spec.parameters.items()],  # type: ignore[dict-item]
+        "runs": len(runs),
+        "unit_samples": unit_samples.tolist() if unit_samples is not None else None,
+    }
+    write_atomic(out / results.DESIGN, json.dumps(design, indent=1) + "\n")
     launch = spec.launcher.format(ranks=spec.ranks)
     write_atomic(out / "sweep.sbatch", SBATCH.format(n=len(runs) - 1, ranks=spec.ranks, time=spec.time, launch=launch))
     write_atomic(out / "run_local.sh", LOCAL.format(launch=launch))
@@ -165,7 +197,10 @@ SBATCH = """#!/bin/bash
 set -euo pipefail
 cd "${{SLURM_SUBMIT_DIR}}"
 export OMP_NUM_THREADS=1
-export XDG_CACHE_HOME="${{TMPDIR:-/tmp}}/isolimb-cache-${{SLURM_JOB_ID}}"   # node-local JIT cache
+# node-local JIT cache per task: tasks compiling the same forms at once into one cache can time out (FFCx waits
+# 10 s for another process's compile). ISOLIMB_JIT_CACHE: a cache where the forms were compiled before (one run of
+# the base case with XDG_CACHE_HOME set to it), which every task then only reads.
+export XDG_CACHE_HOME="${{ISOLIMB_JIT_CACHE:-${{TMPDIR:-/tmp}}/isolimb-cache-${{SLURM_JOB_ID}}}}"
 ID=$(printf "run-%04d" "${{SLURM_ARRAY_TASK_ID}}")
 ISOLIMB="${{ISOLIMB:-isolimb}}"
 {launch} "$ISOLIMB" run "cases/$ID" --continue --checkpoint-every "${{CHECKPOINT_EVERY:-10 min}}" -q &
@@ -216,10 +251,81 @@ OUTCOMES = {  # column -> (label, function of summary)
         "marrow progenitor surviving fraction",
         lambda s: s.get("marrow_surviving_fraction", float("nan")),
     ),
+    "muscle_tissue_drug_ug_per_g": (
+        "muscle parent drug at end of perfusion (ug/g)",
+        lambda s: _region(s, "muscle", "tissue_drug_ug_per_g", None),
+    ),
+    "skin_tissue_drug_ug_per_g": (
+        "skin parent drug at end of perfusion (ug/g)",
+        lambda s: _region(s, "skin", "tissue_drug_ug_per_g", None),
+    ),
+    "muscle_temperature_max_degC": (
+        "muscle peak T (degC)",
+        lambda s: _region(s, "muscle", "temperature_max_degC", None),
+    ),
+    "skin_temperature_max_degC": ("skin peak T (degC)", lambda s: _region(s, "skin", "temperature_max_degC", None)),
+    "probe_temperature_min_degC": (
+        "probes' mean temperature, lowest after settling (degC)",
+        lambda s: _probe(s, "min"),
+    ),
+    "probe_temperature_max_degC": (
+        "probes' mean temperature, highest after settling (degC)",
+        lambda s: _probe(s, "max"),
+    ),
+    "perfusate_systemic_auc_ratio": (
+        "perfusate / systemic AUC",
+        lambda s: _agent(s, "perfusate_systemic_auc_ratio"),
+    ),
+    "peak_perfusate_mg_per_L": ("peak perfusate (mg/L)", lambda s: _agent(s, "peak_perfusate_mg_per_L")),
+    "peak_systemic_mg_per_L": ("peak systemic, release included (mg/L)", lambda s: _agent(s, "peak_systemic_mg_per_L")),
     "tracer_leak_percent": ("tracer leak (%)", lambda s: 100 * s.get("tracer_leak_fraction", float("nan"))),
     "systemic_leak_percent": ("drug leaked while isolated (% of dose)", lambda s: 100 * s["systemic_leak_fraction"]),
     "drug_balance_relative_error": ("drug balance error", lambda s: s["drug_balance_relative_error"]),
 }
+
+
+# The unit of each column of collected.csv (for calibration targets given with units); "" dimensionless.
+UNITS = {
+    "tumour_auc_free_mg_min_per_L": "mg min/L",
+    "muscle_auc_free_mg_min_per_L": "mg min/L",
+    "tumour_auc90_mg_min_per_L": "mg min/L",
+    "tumour_adducts_mg_per_L": "mg/L",
+    "tumour_temperature_max_degC": "degC",
+    "muscle_temperature_max_degC": "degC",
+    "skin_temperature_max_degC": "degC",
+    "probe_temperature_min_degC": "degC",
+    "probe_temperature_max_degC": "degC",
+    "tumour_tissue_drug_ug_per_g": "ug/g",
+    "muscle_tissue_drug_ug_per_g": "ug/g",
+    "skin_tissue_drug_ug_per_g": "ug/g",
+    "tumour_log10_kill_mean": "",
+    "tumour_kill_coverage_percent": "%",
+    "marrow_surviving_fraction": "",
+    "tracer_leak_percent": "%",
+    "systemic_leak_percent": "%",
+    "perfusate_systemic_auc_ratio": "",
+    "peak_perfusate_mg_per_L": "mg/L",
+    "peak_systemic_mg_per_L": "mg/L",
+    "drug_balance_relative_error": "",
+}
+
+
+def _probe(s: dict, key: str) -> float:
+    """The probes' settled mean temperature, its min or max (nan in cases without temperature control)."""
+    probe = s.get("probe_temperature_degC")
+    return _number_or_nan(probe, key) if isinstance(probe, dict) else float("nan")
+
+
+def _agent(s: dict, key: str) -> float:
+    """A value of the primary agent's summary (nan without drug or key)."""
+    agent = s.get("agents", {}).get(s.get("primary_agent") or "", {})
+    return _number_or_nan(agent, key)
+
+
+def _number_or_nan(s: dict, key: str) -> float:
+    """A top-level number of a summary (an optional key: nan when absent or not a number)."""
+    v = s.get(key)
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else float("nan")
 
 
 def _region(s: dict, region: str, key: str = "auc_free_mean", quantity: str | None = "AUC") -> float:
@@ -246,8 +352,28 @@ def _number(v: str) -> float:
         return float(ureg.Quantity(v).magnitude)
 
 
-def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
-    """Write ``folder/collected.csv`` and ``folder/collect_<n>.png``; return (csv, missing run ids, plots)."""
+class Collected(NamedTuple):
+    csv: Path  # collected.csv
+    missing: list[str]  # ids of the runs without a summary
+    plots: list[Path]  # outcomes against each parameter
+    sensitivity: Path | None  # sensitivity.html (sampled designs), None for a grid
+    notes: list[str]  # outcomes the sensitivity analysis skipped, and why
+
+
+def read_design(folder: Path) -> dict:
+    """``design.json`` of a sweep folder (a grid for folders written before designs existed)."""
+    path = folder / results.DESIGN
+    if not path.exists():
+        return {"method": "grid"}
+    try:
+        return integrity.read_json_object(path)
+    except ValueError as err:
+        raise SweepError(f"{path}: {err}") from None
+
+
+def collect(folder: Path) -> Collected:
+    """Write ``folder/collected.csv``, ``folder/collect_<n>.png`` and, for a sampled design, the sensitivity indices
+    (``sensitivity.html``, ``sensitivity.csv``)."""
     runs_csv = folder / results.RUNS
     if not runs_csv.exists():
         raise SweepError(f"{folder}: no runs.csv (not a folder written by isolimb sweep)")
@@ -258,8 +384,12 @@ def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
         raise SweepError(f"{runs_csv}: cannot read it ({err})") from None
     if not runs or "id" not in runs[0] or any(None in run or None in run.values() for run in runs):
         raise SweepError(f"{runs_csv}: empty or damaged (expected a header with 'id' and one whole row per run)")
+    design = read_design(folder)
+    if design["method"] != "grid" and len(design.get("unit_samples") or []) != len(runs):
+        raise SweepError(f"{folder / results.DESIGN}: its samples do not match the {len(runs)} runs of runs.csv")
     params = [k for k in runs[0] if k != "id"]
     rows, missing = [], []
+    title = "sweep"
     for run in runs:
         summary_path = folder / "results" / run["id"] / results.SUMMARY
         if not summary_path.exists():
@@ -269,6 +399,7 @@ def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
             summary = integrity.read_json_object(summary_path)
         except ValueError as err:
             raise SweepError(f"run {run['id']}: {err}") from None
+        title = str(summary.get("title", title)).split(" [run-")[0]
         row = {**run, **{k: get(summary) for k, (_, get) in OUTCOMES.items()}}
         row["tumour_auc90_mg_min_per_L"] = _coverage(folder / "results" / run["id"])
         rows.append(row)
@@ -279,10 +410,19 @@ def collect(folder: Path) -> tuple[Path, list[str], list[Path]]:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    return path, missing, _plots(folder, rows, params)
+    plots = _plots(folder, rows, params, sampled=design["method"] != "grid")
+    page, notes = None, []
+    if design["method"] != "grid":
+        from solver import sensitivity
+
+        labels = {k: label for k, (label, _) in OUTCOMES.items()}
+        analysis = sensitivity.analyse(design, [r["id"] for r in runs], {r["id"]: r for r in rows}, labels)
+        page = sensitivity.page(analysis, design, labels, folder, title, len(runs), missing)
+        notes = analysis.notes
+    return Collected(path, missing, plots, page, notes)
 
 
-def _plots(folder: Path, rows: list[dict], params: list[str]) -> list[Path]:
+def _plots(folder: Path, rows: list[dict], params: list[str], sampled: bool = False) -> list[Path]:
     import matplotlib.pyplot as plt
 
     from solver.plots import save
@@ -294,19 +434,19 @@ def _plots(folder: Path, rows: list[dict], params: list[str]) -> list[Path]:
         others = [p for p in params if p != param]
         fig, axes = plt.subplots(1, len(shown), figsize=(4.0 * len(shown), 3.6), layout="constrained")
         groups: dict[tuple, list[dict]] = {}
-        for r in rows:
-            groups.setdefault(tuple(r[p] for p in others), []).append(r)
+        for r in rows:  # a grid: one line per combination of the other parameters; a sample: one cloud
+            groups.setdefault(() if sampled else tuple(r[p] for p in others), []).append(r)
         for key, members in groups.items():
             members.sort(key=lambda r: _number(r[param]))
             x = np.array([_number(r[param]) for r in members])
-            label = ", ".join(f"{p.split('.')[-1]}={v}" for p, v in zip(others, key, strict=True)) or None
+            label = ", ".join(f"{p.split('.')[-1]}={v}" for p, v in zip(others, key, strict=True)) if key else None
             for ax, outcome in zip(axes, shown, strict=True):
-                ax.plot(x, [r[outcome] for r in members], "o-", label=label)
+                ax.plot(x, [r[outcome] for r in members], "o" if sampled else "o-", ms=3 if sampled else 6, label=label)
         for ax, outcome in zip(axes, shown, strict=True):
             ax.set_xlabel(param)
             ax.set_ylabel(OUTCOMES[outcome][0] if outcome in OUTCOMES else "tumour AUC90 (mg min/L)")
             ax.grid(alpha=0.3)
-        if others:
+        if others and not sampled:
             axes[0].legend(fontsize=8)
         made.append(save(fig, folder / f"collect_{i}.png"))
     return made

@@ -80,7 +80,7 @@ def test_collect_gathers_finished_runs_and_names_the_missing(tmp_path):
         [str(BIN / "isolimb"), "run", str(out / "cases" / "run-0001"), "-q"], capture_output=True, env=_env()
     )
     assert done.returncode == 0, done.stderr
-    path, missing, pictures = collect(out)
+    path, missing, pictures, _, _ = collect(out)
     assert missing == ["run-0000"] and len(pictures) == 1
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
@@ -113,13 +113,145 @@ def test_slurm_job_array_of_mpi_runs(tmp_path, slurm):
     )
     logs = "".join(p.read_text() for p in (out / "logs").glob("*"))
     assert job.returncode == 0, job.stderr + logs
-    path, missing, _ = collect(out)
+    path, missing, *_ = collect(out)
     assert missing == []
     for run in ("run-0000", "run-0001"):
         prov = json.loads((out / "results" / run / results.PROVENANCE).read_text())
         assert prov["ranks"] == 2
     with open(path, newline="") as f:
         assert len(list(csv.DictReader(f))) == 2
+
+
+# A Sobol' study of 8 parameters at the smallest size that runs: student-small on a 6 mm mesh, 10 min of
+# perfusion in 2-min steps (about 3 s a run), a Saltelli design with n = 2 base points: 2 x (8 + 2) = 20 runs.
+TINY = {
+    'cell_size = "3 mm"': 'cell_size = "6 mm"',
+    'perfusion_duration = "30 min"': 'perfusion_duration = "10 min"',
+    'washout_duration = "5 min"': 'washout_duration = "2 min"',
+    'end_time = "65 min"': 'end_time = "16 min" #',
+    'time = "5 min"': 'time = "2 min"',
+    'dt = "1 min"': 'dt = "2 min"',
+    'interval = "10 min"': 'interval = "8 min"',
+}
+SOBOL = """
+base = "tiny/case.toml"
+time = "00:05:00"
+[design]
+method = "saltelli"
+n = 2
+seed = 7
+[parameters]
+"protocol.inflow_temperature.0.value" = { distribution = "uniform", range = ["39 degC", "42 degC"] }
+"protocol.flow" = { distribution = "uniform", range = ["3 mL/min", "8 mL/min"] }
+"protocol.leak_rate" = { distribution = "loguniform", range = ["0.01 %/min", "0.3 %/min"] }
+"protocol.doses.0.per_limb_volume" = { distribution = "triangular", range = ["7.5 mg/L", "13 mg/L"], mode = "10 mg/L" }
+"agents.melphalan.f_u" = { distribution = "uniform", range = [0.2, 0.45] }
+"agents.melphalan.P" = { distribution = "loguniform", range = ["1.2e-8 m/s", "4.8e-8 m/s"] }
+"agents.melphalan.kill_constant" = { distribution = "loguniform", range = ["0.1 mL/(ug*h)", "3 mL/(ug*h)"] }
+[parameters."tissue.tumour.Lp"]
+distribution = "normal"
+mean = "2.1e-11 m/(Pa s)"
+sd = "0.5e-11 m/(Pa s)"
+range = ["1e-11 m/(Pa s)", "4e-11 m/(Pa s)"]
+"""
+
+
+def tiny_sobol_study(tmp_path: Path) -> Path:
+    """The spec of the tiny Sobol' study, beside its base case."""
+    text = (CASES / "student-small" / "case.toml").read_text()
+    for old, new in TINY.items():
+        assert old in text, f"student-small changed: {old!r} not found"
+        text = text.replace(old, new)
+    (tmp_path / "tiny").mkdir()
+    (tmp_path / "tiny" / "case.toml").write_text(text)
+    (tmp_path / "sobol.toml").write_text(SOBOL)
+    return tmp_path / "sobol.toml"
+
+
+@pytest.mark.slow
+def test_slurm_sobol_study_of_eight_parameters(tmp_path, slurm):
+    """Issue 15's acceptance at a tiny size: isolimb sweep (Saltelli design, 8 parameters) -> a SLURM array of
+    20 runs -> isolimb collect, which writes Sobol' first- and total-order indices with intervals per headline
+    outcome; an outcome the case cannot give (no skin) is named and skipped."""
+    out = tmp_path / "sweep"
+    cli = [str(BIN / "isolimb")]
+    made = subprocess.run(
+        [*cli, "sweep", str(tiny_sobol_study(tmp_path)), "-o", str(out)], capture_output=True, text=True
+    )
+    assert made.returncode == 0, made.stderr
+    # the forms compiled once (here: found in the user's cache, warm from the other tests), read by every task
+    cache = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    warm = subprocess.run(
+        [*cli, "run", str(tmp_path / "tiny"), "-o", str(tmp_path / "warm-up"), "-q"],
+        capture_output=True,
+        text=True,
+        env={**_env(), "XDG_CACHE_HOME": cache},
+    )
+    assert warm.returncode == 0, warm.stderr
+    job = subprocess.run(
+        ["sbatch", "--wait", "sweep.sbatch"],
+        cwd=out,
+        capture_output=True,
+        text=True,
+        env={**slurm, "ISOLIMB_JIT_CACHE": cache},
+        timeout=600,
+    )
+    logs = "".join(p.read_text() for p in (out / "logs").glob("*"))
+    assert job.returncode == 0, job.stderr + logs
+    collected = subprocess.run([*cli, "collect", str(out)], capture_output=True, text=True)
+    assert collected.returncode == 0, collected.stderr
+    assert "skin peak T (degC): not in the summaries" in collected.stderr
+    with open(out / results.SENSITIVITY_CSV, newline="") as f:
+        rows = list(csv.DictReader(f))
+    outcomes = {r["outcome"] for r in rows}
+    assert {"tumour_log10_kill_mean", "tumour_auc_free_mg_min_per_L", "muscle_auc_free_mg_min_per_L"} <= outcomes
+    assert {"tracer_leak_percent", "marrow_surviving_fraction", "tumour_tissue_drug_ug_per_g"} <= outcomes
+    kill = {r["parameter"]: r for r in rows if r["outcome"] == "tumour_log10_kill_mean"}
+    assert len(kill) == 8 and all(float(r["ST conf"]) >= 0 for r in kill.values())
+    page = (out / results.SENSITIVITY).read_text()
+    assert "Which parameters dominate each outcome" in page and page.count("data:image/png;base64") >= 6
+
+
+FAIL_ONCE = """#!/bin/bash
+# An MPI launcher whose first attempt at run-0000 fails (a node lost at start), then the real one.
+for a in "$@"; do case "$a" in cases/run-0000) [ -e failed-once ] || {{ touch failed-once; exit 3; }} ;; esac; done
+exec {mpiexec} "$@"
+"""
+
+
+@pytest.mark.slow
+def test_snakemake_workflow_on_slurm_retries_and_resumes(tmp_path, slurm):
+    """hpc/snakemake: the Snakefile with the SLURM profile on the real SLURM, 2-rank runs. run-0000's first attempt
+    fails and is retried; run-0001 was stopped with a checkpoint before and is resumed, not started again; a
+    second snakemake finds nothing to do."""
+    snakemake = BIN / "snakemake"
+    if not snakemake.exists():
+        pytest.skip("needs snakemake and snakemake-executor-plugin-slurm (the workflow extra)")
+    tiny_sobol_study(tmp_path)
+    spec = tmp_path / "grid.toml"
+    spec.write_text('base = "tiny/case.toml"\n[parameters]\n"protocol.flow" = ["4 mL/min", "6 mL/min"]\n')
+    out = tmp_path / "sweep"
+    made = subprocess.run([str(BIN / "isolimb"), "sweep", str(spec), "-o", str(out)], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr
+    stopped = subprocess.run(
+        [str(BIN / "isolimb"), "run", "cases/run-0001", "--stop-at", "8 min", "-q"], cwd=out, env=_env()
+    )
+    assert stopped.returncode == 75
+    launcher = tmp_path / "fail-once"
+    launcher.write_text(FAIL_ONCE.format(mpiexec=BIN / "mpiexec"))
+    launcher.chmod(0o755)
+    command = [str(snakemake), "-s", str(ROOT / "hpc" / "snakemake" / "Snakefile"), "-d", str(out)]
+    command += ["--profile", str(ROOT / "hpc" / "snakemake" / "slurm"), "--slurm-no-account"]
+    command += ["--slurm-init-seconds-before-status-checks", "1"]
+    command += ["--config", f"isolimb={BIN / 'isolimb'}", f"mpi={launcher}", "ranks=2"]
+    first = subprocess.run(command, cwd=out, capture_output=True, text=True, env=slurm, timeout=500)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    assert (out / "failed-once").exists()  # the first attempt failed: snakemake's retry ran it
+    for run, segments in (("run-0000", 1), ("run-0001", 2)):
+        summary = json.loads((out / "results" / run / results.SUMMARY).read_text())
+        assert len(summary["segments"]) == segments and summary["segments"][-1]["ranks"] == 2
+    again = subprocess.run(command, cwd=out, capture_output=True, text=True, env=slurm, timeout=300)
+    assert again.returncode == 0 and "Nothing to be done" in again.stdout + again.stderr
 
 
 def test_slurm_warning_signal_checkpoints_and_the_next_job_resumes(tmp_path, slurm):
