@@ -80,6 +80,7 @@ class LimbMesh(Strict):
     sarcoma: Sarcoma | None = None
     nodules: Nodules | None = None
     size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after meshing (8x cells each)
     # Graded mesh (MODEL.md section 1): cell sizes before size_factor; None takes the preset's value.
     size_coarse: Q(U.LENGTH, Pos) | None = None  # bulk muscle and bone, far from every layer
     size_skin: Q(U.LENGTH, Pos) | None = None  # through skin and subcutis (and at the bone surface)
@@ -99,6 +100,7 @@ class SphereMesh(Strict):
     outer_radius: Q(U.LENGTH, Pos) | None = None
     cell_size: Q(U.LENGTH, Pos)
     size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after meshing (8x cells each)
     # Graded mesh: ``rim_size`` at the tumour surface (r = radius), kept to ``rim_layer`` on both sides, growing
     # by ``grading`` per unit distance to ``cell_size``; none of them: uniform ``cell_size``.
     rim_size: Q(U.LENGTH, Pos) | None = None
@@ -114,6 +116,7 @@ class SlabMesh(Strict):
     region: Literal[REGIONS] = "muscle"  # type: ignore[valid-type]
     cell_size: Q(U.LENGTH, Pos)
     size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after meshing (8x cells each)
     # Graded mesh: ``boundary_size`` at the boundary a layer forms on (slab: x0; cylinder: skin_surface), kept to
     # ``boundary_layer`` from it, growing by ``grading`` per unit distance to ``cell_size``.
     boundary_size: Q(U.LENGTH, Pos) | None = None
@@ -130,6 +133,7 @@ class CylinderMesh(Strict):
     region: Literal[REGIONS] = "muscle"  # type: ignore[valid-type]
     cell_size: Q(U.LENGTH, Pos)
     size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after meshing (8x cells each)
     # Graded mesh: ``boundary_size`` at the boundary a layer forms on (slab: x0; cylinder: skin_surface), kept to
     # ``boundary_layer`` from it, growing by ``grading`` per unit distance to ``cell_size``.
     boundary_size: Q(U.LENGTH, Pos) | None = None
@@ -145,6 +149,7 @@ class FileMesh(Strict):
     regions: dict[Literal[REGIONS], int]  # type: ignore[valid-type]
     boundaries: dict[str, int] = {}
     scale: Annotated[float, Field(gt=0)] = 1.0  # multiply coordinates by this to get metres
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after reading (8x cells each)
 
 
 MeshSpec = Annotated[LimbMesh | SphereMesh | SlabMesh | CylinderMesh | FileMesh, Field(discriminator="generator")]

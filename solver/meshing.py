@@ -240,7 +240,7 @@ def estimated_cells(spec: SphereMesh | SlabMesh | CylinderMesh) -> float:
     else:
         h0 = min(fine * spec.size_factor, coarse)
         h = np.minimum(h0 + spec.grading * spec.size_factor * np.maximum(d - layer, 0.0), coarse)
-    return float(np.trapezoid(6.0 * area / h**3, r))
+    return float(np.trapezoid(6.0 * area / h**3, r)) * 8.0**spec.refine
 
 
 def check_file_mesh(spec: FileMesh) -> None:
@@ -648,10 +648,36 @@ def _tagged(data, case: Case) -> TaggedMesh:
 
 
 def generate(case: Case, comm: MPI.Comm) -> TaggedMesh:
-    """Build the case's mesh on rank 0 and distribute it over ``comm``."""
+    """Build the case's mesh on rank 0, distribute it over ``comm``, then refine it ``mesh.refine`` times."""
     if isinstance(case.mesh, FileMesh):
-        return import_mesh(case, comm)
-    return _run_gmsh(comm, case, BUILDERS[type(case.mesh)])
+        tm = import_mesh(case, comm)
+    else:
+        tm = _run_gmsh(comm, case, BUILDERS[type(case.mesh)])
+    for _ in range(case.mesh.refine):
+        tm = refine(tm)
+    return tm
+
+
+def refine(tm: TaggedMesh) -> TaggedMesh:
+    """Uniform refinement (each tetrahedron into 8) where the mesh lies: no serial step, no redistribution.
+
+    Children stay on their parent's rank (``partitioner=None``) and inherit its region tag; boundary facets pass
+    their tag to their children. With the default partitioner (which rebuilds a ghost layer) the transferred tags
+    gave wrong region volumes at 2 ranks in dolfinx 0.11; without redistribution they are exact at any rank
+    count (tests/test_meshes.py). The new vertices lie on the old facets: curved surfaces keep the faceting of
+    the generated mesh, so region volumes do not change.
+    """
+    import dolfinx.mesh as dmesh
+
+    msh = tm.mesh
+    msh.topology.create_entities(1)
+    new, parent_cell, parent_facet = dmesh.refine(
+        msh, partitioner=None, option=dmesh.RefinementOption.parent_cell_and_facet
+    )
+    new.topology.create_connectivity(2, 3)
+    cell_tags = dmesh.transfer_meshtag(tm.cell_tags, new, parent_cell, parent_facet)
+    facet_tags = dmesh.transfer_meshtag(tm.facet_tags, new, parent_cell, parent_facet)
+    return TaggedMesh(new, cell_tags, facet_tags, tm.regions, tm.boundaries)
 
 
 def import_mesh(case: Case, comm: MPI.Comm) -> TaggedMesh:
@@ -800,10 +826,20 @@ def mesh_statistics(tm: TaggedMesh) -> dict[str, object]:
     h = mesh.h(tdim, np.arange(n_local, dtype=np.int32))  # type: ignore[attr-defined]
     hmin = tm.comm.allreduce(float(h.min()) if n_local else np.inf, op=MPI.MIN)
     hmax = tm.comm.allreduce(float(h.max()) if n_local else 0.0, op=MPI.MAX)
+    per_region = {}
+    owned = tm.cell_tags.indices < n_local
+    for name, tag in tm.regions.items():
+        hr = h[tm.cell_tags.indices[owned & (tm.cell_tags.values == tag)]]
+        per_region[name] = {
+            "cells": tm.comm.allreduce(int(hr.size), op=MPI.SUM),
+            "h_min_m": tm.comm.allreduce(float(hr.min()) if hr.size else np.inf, op=MPI.MIN),
+            "h_max_m": tm.comm.allreduce(float(hr.max()) if hr.size else 0.0, op=MPI.MAX),
+        }
     return {
         "cells": cells,
         "vertices": vertices,
         "h_min_m": hmin,
         "h_max_m": hmax,
         "region_volumes_m3": region_volumes(tm),
+        "regions": per_region,
     }
