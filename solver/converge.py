@@ -72,8 +72,11 @@ class Richardson:
     note: str
 
 
-def richardson(h: list[float], values: list[float]) -> Richardson:
-    """Richardson extrapolation from the three finest of ``h`` (sizes, any order) and ``values``."""
+def richardson(h: list[float], values: list[float], max_order: float = math.inf) -> Richardson:
+    """Richardson extrapolation from the three finest of ``h`` (sizes, any order) and ``values``.
+
+    An observed order above ``max_order`` (the formal order of the discretisation) is not trusted: the
+    extrapolation and the error estimates then use ``max_order`` (more cautious), as Roache advises."""
     order_idx = np.argsort(h)  # fine to coarse
     hs, vs = np.asarray(h, float)[order_idx], np.asarray(values, float)[order_idx]
     if len(hs) < 3 or not np.all(np.isfinite(vs[:3])):
@@ -97,10 +100,13 @@ def richardson(h: list[float], values: list[float]) -> Richardson:
             p = p_new
             break
         p = p_new
-    ext = (r21**p * f1 - f2) / (r21**p - 1)
+    used = min(p, max_order)
+    ext = (r21**used * f1 - f2) / (r21**used - 1)
     errors = [abs(v - ext) / max(abs(ext), 1e-300) for v in values]
-    gci = 1.25 * abs(e21 / f1) / (r21**p - 1) if f1 != 0 else math.nan
+    gci = 1.25 * abs(e21 / f1) / (r21**used - 1) if f1 != 0 else math.nan
     note = "monotone" if p >= 0.5 else "monotone, order below 0.5: extrapolation doubtful"
+    if used < p:
+        note += f"; extrapolated with the formal order {used:g}"
     return Richardson(p, ext, errors, gci, note)
 
 
@@ -177,6 +183,7 @@ class Study:
     cells: list[int]
     wall_seconds: list[float]
     outcomes: dict[str, list[float]]
+    formal_order: float = math.inf  # P_k elements: k + 1 for means; backward Euler: 1
 
 
 def read_study(out: Path, name: str) -> Study | None:
@@ -213,6 +220,8 @@ def read_study(out: Path, name: str) -> Study | None:
             outcomes[k] = values
     order = np.argsort(sizes)[::-1]  # coarse to fine
     pick = [int(i) for i in order]
+    resolved = folder / "results" / runs[0]["id"] / results.CASE_RESOLVED
+    degree = json.loads(resolved.read_text()).get("numerics", {}).get("degree", 1) if resolved.exists() else 1
     return Study(
         name,
         [runs[i][key] for i in pick],
@@ -220,6 +229,7 @@ def read_study(out: Path, name: str) -> Study | None:
         [cells[i] for i in pick],
         [walls[i] for i in pick],
         {k: [v[i] for i in pick] for k, v in outcomes.items()},
+        degree + 1.0 if name == "mesh" else 1.0,
     )
 
 
@@ -231,7 +241,7 @@ def table(study: Study) -> tuple[list[str], list[list[str]]]:
     header += ["observed order", "extrapolated", "note"]
     rows = []
     for k, values in study.outcomes.items():
-        r = richardson(study.sizes, values)
+        r = richardson(study.sizes, values, study.formal_order)
         cells = [f"{v:.5g} ({100 * e:.2f} %)" for v, e in zip(values, r.errors, strict=True)]
         order = f"{r.order:.2f}" if np.isfinite(r.order) else "-"
         rows.append([HEADLINE[k][0], *cells, order, f"{r.extrapolated:.5g}", r.note])
@@ -290,7 +300,7 @@ def plot(studies: list[Study], path: Path) -> Path:
                 ax.set_visible(False)
                 continue
             values = study.outcomes[k]
-            r = richardson(study.sizes, values)
+            r = richardson(study.sizes, values, study.formal_order)
             ax.plot(study.sizes, values, "o-", label="levels")
             if np.isfinite(r.order):
                 h = np.linspace(0.0, max(study.sizes), 50)

@@ -30,6 +30,15 @@ def test_richardson_recovers_a_known_order_with_unequal_ratios(order):
     assert r.errors[0] == pytest.approx(3.0 * 0.4**order / 2.0, rel=1e-6)
 
 
+def test_richardson_caps_the_order_at_the_formal_one():
+    h = [0.4, 0.25, 0.17]
+    f = [2.0 + 3.0 * x**4 for x in h]
+    free, capped = converge.richardson(h, f), converge.richardson(h, f, max_order=2.0)
+    assert free.order == pytest.approx(4.0, rel=1e-6) and capped.order == pytest.approx(4.0, rel=1e-6)
+    assert free.extrapolated == pytest.approx(2.0, rel=1e-9)
+    assert capped.errors[-1] > free.errors[-1] and "formal order 2" in capped.note  # the cautious estimate
+
+
 def test_richardson_oscillating_and_flat():
     r = converge.richardson([3, 2, 1], [1.0, 1.2, 1.1])
     assert math.isnan(r.order) and "oscillating" in r.note
