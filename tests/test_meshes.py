@@ -59,9 +59,8 @@ def analytic_limb_volumes(case) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_default_leg_volumes_within_one_percent(comm):
-    """The default case's geometry at size_factor 1 (the case itself runs coarser, for speed)."""
+    """The default case's geometry on its own (graded) mesh."""
     case = parse_case(CASES / "ilp-tm-sarcoma-leg")
-    case = case.model_copy(update={"mesh": case.mesh.model_copy(update={"size_factor": 1.0})})
     tm = meshing.generate(case, comm)
     got = meshing.region_volumes(tm)
     expected = analytic_limb_volumes(case)
