@@ -48,10 +48,10 @@ HEADLINE: dict[str, tuple[str, object]] = {
         "tumour mean IFP (mmHg)",
         lambda s: s["regions"]["tumour"]["pressure_mean_Pa"] / MMHG if "tumour" in s["regions"] else math.nan,
     ),
-    "tumour_rim_outflow": ("tumour rim outflow (um/s)", lambda s: s.get("tumour_rim_outflow_um_per_s", math.nan)),
+    "tumour_rim_outflow": ("tumour rim outflow (um/s)", sweep.OUTCOMES["tumour_rim_outflow_um_per_s"][1]),
     "tumour_net_filtration": (
         "tumour net filtration (mL/min)",
-        lambda s: s.get("tumour_net_filtration_mL_per_min", math.nan),
+        sweep.OUTCOMES["tumour_net_filtration_mL_per_min"][1],
     ),
     "perfusate_auc": ("perfusate AUC (mg min/L)", lambda s: _primary(s).get("perfusate_auc_mg_min_per_L", math.nan)),
 }
