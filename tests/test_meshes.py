@@ -71,7 +71,8 @@ def test_default_leg_volumes_within_one_percent(comm):
 
 
 def test_arm_with_nodules(comm, shared_tmp):
-    case = limb_case(shared_tmp / "arm", "arm", '[mesh.nodules]\ncount = 3\nradius = "5 mm"\n')
+    nodules = '[mesh.nodules]\ncount = 3\nradius = "5 mm"\n'
+    case = limb_case(shared_tmp / "arm", "arm", 'size_skin = "6 mm"\n' + nodules)  # 1 mm at the nodules
     tm = meshing.generate(case, comm)
     vol = meshing.region_volumes(tm)
     expected = analytic_limb_volumes(case)
