@@ -219,3 +219,55 @@ def test_cem43_by_hand(minutes, celsius, expected):
     T = np.array([celsius + 273.15])
     total = sum(cem43_increment(T, 60.0)[0] for _ in range(int(minutes)))
     assert total == pytest.approx(expected, rel=1e-12)
+
+
+@pytest.mark.slow
+def test_interface_flux_of_a_tumour_inside_muscle(comm, shared_tmp):
+    """A tumour sphere (R) inside a muscle shell (R_o, no flux outside), default parameters of both: the
+    fluid crossing the interior interface against the two-region closed form. Tumour: p = pe_t + A sinh(k_t r)/r;
+    muscle (filtration and lymph): p = pe_m + B sinh(k_m r)/r + C cosh(k_m r)/r; p and K dp/dr continuous at R,
+    dp/dr = 0 at R_o. Outflow = -K_t p'(R) 4 pi R^2. Checks the tumour-surface integrals on facets between two
+    regions (the limb's case), at 1 and 2 ranks."""
+    R, R_o = 3e-3, 6e-3
+    text = f"""title = "tumour in muscle"
+[mesh]
+generator = "sphere"
+radius = "{R * 1e3} mm"
+outer_radius = "{R_o * 1e3} mm"
+cell_size = "0.8 mm"
+rim_size = "0.12 mm"
+rim_layer = "0.3 mm"
+[physics]
+heat = "off"
+drug = false
+[numerics]
+dt = "1 min"
+degree = 2
+"""
+    case = parse_case(write_case(shared_tmp / "two", text))
+    model = CoupledModel(case, meshing.generate(case, comm))
+    model.pressure.solve()
+    surface = interface.of_model(model)()
+    t, m = case.tissue["tumour"], case.tissue["muscle"]
+    pe_t = t.p_v - t.sigma_p * (t.pi_v - t.pi_i)
+    a_t, a_m = t.Lp * t.S_V + t.LL, m.Lp * m.S_V + m.LL
+    pe_m = (m.Lp * m.S_V * (m.p_v - m.sigma_p * (m.pi_v - m.pi_i)) + m.LL * m.p_L) / a_m
+    pe_t = (t.Lp * t.S_V * pe_t + t.LL * t.p_L) / a_t
+    k_t, k_m = math.sqrt(a_t / t.K), math.sqrt(a_m / m.K)
+
+    def basis(f, k, r):  # value and derivative of f(k r)/r
+        g = {"sinh": (math.sinh, math.cosh), "cosh": (math.cosh, math.sinh)}[f]
+        return g[0](k * r) / r, (k * g[1](k * r) * r - g[0](k * r)) / r**2
+
+    s_t, ds_t = basis("sinh", k_t, R)
+    s_m, ds_m = basis("sinh", k_m, R)
+    c_m, dc_m = basis("cosh", k_m, R)
+    _, ds_o = basis("sinh", k_m, R_o)
+    _, dc_o = basis("cosh", k_m, R_o)
+    M = np.array([[s_t, -s_m, -c_m], [t.K * ds_t, -m.K * ds_m, -m.K * dc_m], [0.0, ds_o, dc_o]])
+    A, _, _ = np.linalg.solve(M, np.array([pe_m - pe_t, 0.0, 0.0]))
+    outflow = -t.K * A * ds_t * 4 * math.pi * R**2
+    assert abs(outflow) > 0
+    assert surface.area == pytest.approx(4 * math.pi * R**2, rel=0.005)
+    assert surface.source == pytest.approx(outflow, rel=0.01)  # the balance flux the summary reports
+    assert surface.outflow == pytest.approx(outflow, rel=0.05)  # the direct surface integral, tumour side
