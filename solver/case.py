@@ -80,6 +80,13 @@ class LimbMesh(Strict):
     sarcoma: Sarcoma | None = None
     nodules: Nodules | None = None
     size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after meshing (8x cells each)
+    # Graded mesh (MODEL.md section 1): cell sizes before size_factor; None takes the preset's value.
+    size_coarse: Q(U.LENGTH, Pos) | None = None  # bulk muscle and bone, far from every layer
+    size_skin: Q(U.LENGTH, Pos) | None = None  # through skin and subcutis (and at the bone surface)
+    size_tumour: Q(U.LENGTH, Pos) | None = None  # at the tumour, necrotic-core and nodule surfaces
+    tumour_layer: Q(U.LENGTH, NonNeg) | None = None  # distance from those surfaces kept at size_tumour
+    grading: Annotated[float, Field(ge=0.05, le=2)] = 0.3  # cell-size growth per unit distance beyond a layer
 
 
 class SphereMesh(Strict):
@@ -93,6 +100,12 @@ class SphereMesh(Strict):
     outer_radius: Q(U.LENGTH, Pos) | None = None
     cell_size: Q(U.LENGTH, Pos)
     size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after meshing (8x cells each)
+    # Graded mesh: ``rim_size`` at the tumour surface (r = radius), kept to ``rim_layer`` on both sides, growing
+    # by ``grading`` per unit distance to ``cell_size``; none of them: uniform ``cell_size``.
+    rim_size: Q(U.LENGTH, Pos) | None = None
+    rim_layer: Q(U.LENGTH, NonNeg) = 0.0
+    grading: Annotated[float, Field(ge=0.05, le=2)] = 0.3
 
 
 class SlabMesh(Strict):
@@ -103,6 +116,12 @@ class SlabMesh(Strict):
     region: Literal[REGIONS] = "muscle"  # type: ignore[valid-type]
     cell_size: Q(U.LENGTH, Pos)
     size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after meshing (8x cells each)
+    # Graded mesh: ``boundary_size`` at the boundary a layer forms on (slab: x0; cylinder: skin_surface), kept to
+    # ``boundary_layer`` from it, growing by ``grading`` per unit distance to ``cell_size``.
+    boundary_size: Q(U.LENGTH, Pos) | None = None
+    boundary_layer: Q(U.LENGTH, NonNeg) = 0.0
+    grading: Annotated[float, Field(ge=0.05, le=2)] = 0.3
 
 
 class CylinderMesh(Strict):
@@ -114,6 +133,12 @@ class CylinderMesh(Strict):
     region: Literal[REGIONS] = "muscle"  # type: ignore[valid-type]
     cell_size: Q(U.LENGTH, Pos)
     size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after meshing (8x cells each)
+    # Graded mesh: ``boundary_size`` at the boundary a layer forms on (slab: x0; cylinder: skin_surface), kept to
+    # ``boundary_layer`` from it, growing by ``grading`` per unit distance to ``cell_size``.
+    boundary_size: Q(U.LENGTH, Pos) | None = None
+    boundary_layer: Q(U.LENGTH, NonNeg) = 0.0
+    grading: Annotated[float, Field(ge=0.05, le=2)] = 0.3
 
 
 class FileMesh(Strict):
@@ -124,6 +149,7 @@ class FileMesh(Strict):
     regions: dict[Literal[REGIONS], int]  # type: ignore[valid-type]
     boundaries: dict[str, int] = {}
     scale: Annotated[float, Field(gt=0)] = 1.0  # multiply coordinates by this to get metres
+    refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after reading (8x cells each)
 
 
 MeshSpec = Annotated[LimbMesh | SphereMesh | SlabMesh | CylinderMesh | FileMesh, Field(discriminator="generator")]

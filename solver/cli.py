@@ -315,6 +315,43 @@ def cmd_sweep(args: argparse.Namespace, comm: MPI.Comm) -> None:
     refuse_if(comm, problem)
 
 
+def cmd_converge(args: argparse.Namespace, comm: MPI.Comm) -> None:
+    """Prepare the study's sweeps (rank 0), run what is unfinished at this rank count, tabulate and plot."""
+    from solver import converge
+    from solver.simulation import run_case
+
+    out = Path(args.output) if args.output else Path("results") / f"converge-{Path(args.case).resolve().name}"
+    factors = [float(f) for f in args.factors.split(",")] if args.factors else None
+    problem = None
+    if comm.rank == 0 and not args.collect:
+        try:
+            converge.prepare(
+                Path(args.case), out, factors, args.levels, args.ratio, 0 if args.no_time else 3, args.ranks, args.time
+            )
+        except (converge.ConvergeError, ValueError) as err:
+            problem = str(err)
+    refuse_if(comm, problem)
+    if args.prepare:
+        _say(comm, f"prepared {out}/mesh (and {out}/time): cd there and sbatch sweep.sbatch (or ./run_local.sh);")
+        _say(comm, f"then: isolimb converge {args.case} -o {out} --collect")
+        return
+    if not args.collect:
+        todo = comm.bcast(converge.pending(out) if comm.rank == 0 else None, root=0)
+        for i, case_dir in enumerate(todo):
+            case = load_case(case_dir, comm)
+            _say(comm, f"[{i + 1}/{len(todo)}] {case.title}")
+            run_case(case, Path(case.output.folder), comm, quiet=True, argv=sys.argv, source=case_dir / "case.toml")
+    text = None
+    if comm.rank == 0:
+        try:
+            text, written = converge.report(out)
+            text += "\nwrote " + ", ".join(str(p) for p in written)
+        except converge.ConvergeError as err:
+            problem = str(err)
+    refuse_if(comm, problem)
+    _say(comm, text or "")
+
+
 def cmd_collect(args: argparse.Namespace, comm: MPI.Comm) -> None:
     from solver import sweep
 
@@ -433,6 +470,20 @@ def parser() -> argparse.ArgumentParser:
     sw.add_argument("-o", "--output", required=True, help="folder for cases/, runs.csv, sweep.sbatch")
     sw.add_argument("--force", action="store_true", help="replace an existing sweep folder")
     sw.set_defaults(func=cmd_sweep)
+    cv = sub.add_parser(
+        "converge", help="discretisation-error study: the case at 3+ mesh levels and dt, dt/2, dt/4; Richardson table"
+    )
+    cv.add_argument("case")
+    cv.add_argument("-o", "--output", help="study folder (default: results/converge-<case name>)")
+    cv.add_argument("--factors", help="mesh size factors, e.g. 2.5,1.8,1.3 (default: the case's, then / ratio)")
+    cv.add_argument("--levels", type=int, default=3, help="mesh levels without --factors (default 3)")
+    cv.add_argument("--ratio", type=float, default=1.4, help="size ratio between mesh levels (default 1.4)")
+    cv.add_argument("--no-time", action="store_true", help="no time-step study")
+    cv.add_argument("--prepare", action="store_true", help="only write the sweeps (SLURM: sbatch each sweep.sbatch)")
+    cv.add_argument("--collect", action="store_true", help="only tabulate finished runs")
+    cv.add_argument("--ranks", type=int, default=1, help="MPI ranks per run in the SLURM array (default 1)")
+    cv.add_argument("--time", default="01:00:00", help="SLURM wall time per run (default 01:00:00)")
+    cv.set_defaults(func=cmd_converge)
     co = sub.add_parser(
         "collect",
         help="gather a sweep's summaries into collected.csv and plots; sensitivity indices of a sampled design",

@@ -42,7 +42,11 @@ BOUNDARY_IDS = {
 }
 
 # Realistic adult limb presets (volumes: leg about 8.8 L, arm about 2.6 L; Beasley 2012 quotes
-# 8.6 L and 2.5 L limb volumes for ILI).
+# 8.6 L and 2.5 L limb volumes for ILI). Cell sizes (at size_factor 1) from the layers of MODEL.md section 1:
+# 1 mm at the tumour surfaces (drug penetration into avascular tissue about 1 mm over 60 min; the tumour-rim
+# pressure layer, 0.27 mm, is carried by the flux integrals rather than resolved), kept 1 mm on each side;
+# 4 mm (leg) or 3 mm (arm) through the 12 mm of skin and subcutis; the bulk grows to size_coarse at 0.3 mm
+# per mm of distance.
 PRESETS = {
     "leg": dict(
         length=0.70,
@@ -51,9 +55,10 @@ PRESETS = {
         bone_radius=0.014,
         fat_thickness=0.010,
         skin_thickness=0.002,
-        size_coarse=0.030,
-        size_skin=0.010,
-        size_tumour=0.006,
+        size_coarse=0.025,
+        size_skin=0.004,
+        size_tumour=0.001,
+        tumour_layer=0.001,
     ),
     "arm": dict(
         length=0.55,
@@ -62,9 +67,10 @@ PRESETS = {
         bone_radius=0.010,
         fat_thickness=0.006,
         skin_thickness=0.002,
-        size_coarse=0.020,
-        size_skin=0.007,
-        size_tumour=0.004,
+        size_coarse=0.015,
+        size_skin=0.003,
+        size_tumour=0.001,
+        tumour_layer=0.001,
     ),
 }
 
@@ -86,6 +92,8 @@ class LimbGeometry:
     size_coarse: float
     size_skin: float
     size_tumour: float
+    tumour_layer: float
+    grading: float
 
     def radius(self, z: float) -> float:
         """Outer (skin surface) radius at axial coordinate z."""
@@ -106,12 +114,20 @@ def limb_geometry(spec: LimbMesh) -> LimbGeometry:
         "bone_radius",
         "fat_thickness",
         "skin_thickness",
+        "size_coarse",
+        "size_skin",
+        "size_tumour",
+        "tumour_layer",
     ):
         if getattr(spec, key) is not None:
             values[key] = getattr(spec, key)
+    # h(x) = size_factor * h_1(x) everywhere (self-similar levels for refinement studies): the sizes and the
+    # growth per unit distance scale with size_factor, the distances of the layers do not
     for key in ("size_coarse", "size_skin", "size_tumour"):
         values[key] *= spec.size_factor
-    geo = LimbGeometry(**values)
+    values["size_skin"] = min(values["size_skin"], values["size_coarse"])
+    values["size_tumour"] = min(values["size_tumour"], values["size_coarse"])
+    geo = LimbGeometry(**values, grading=spec.grading * spec.size_factor)
     inner = min(geo.proximal_radius, geo.distal_radius) - geo.skin_thickness - geo.fat_thickness
     if inner <= geo.bone_radius * 1.2:
         raise MeshError(f"limb: bone radius {geo.bone_radius} m leaves no muscle (muscle radius {inner:.4g} m)")
@@ -195,18 +211,36 @@ def check_geometry(case: Case) -> None:
     if isinstance(spec, SphereMesh):
         if spec.outer_radius is not None and spec.outer_radius <= spec.radius:
             raise MeshError(f"mesh.outer_radius = {spec.outer_radius:g} m: must exceed mesh.radius = {spec.radius:g} m")
-        volume = 4.0 / 3.0 * math.pi * (spec.outer_radius or spec.radius) ** 3
-    elif isinstance(spec, SlabMesh):
-        volume = math.prod(spec.size)
-    else:
-        volume = math.pi * spec.radius**2 * spec.length
-    h = spec.cell_size * spec.size_factor
-    cells = 6.0 * volume / h**3  # about six tetrahedra per cube of edge h
+    cells = estimated_cells(spec)
     if cells > MAX_CELLS:
         raise MeshError(
             f"mesh.cell_size = {spec.cell_size:g} m (size_factor {spec.size_factor:g}): about {cells:.2g} cells,"
             f" expected at most {MAX_CELLS:.0e}; use a larger cell_size"
         )
+
+
+def estimated_cells(spec: SphereMesh | SlabMesh | CylinderMesh) -> float:
+    """About six tetrahedra per cube of the local cell size h(d), integrated over the distance d from the
+    graded surface (the sphere's r = radius, the slab's x0, the cylinder's curved surface)."""
+    coarse = spec.cell_size * spec.size_factor
+    if isinstance(spec, SphereMesh):
+        outer = spec.outer_radius or spec.radius
+        r = np.linspace(0.0, outer, 4001)
+        area, d, fine, layer = 4 * np.pi * r**2, np.abs(r - spec.radius), spec.rim_size, spec.rim_layer
+    elif isinstance(spec, SlabMesh):
+        r = np.linspace(0.0, spec.size[0], 4001)
+        area, d = np.full_like(r, spec.size[1] * spec.size[2]), r
+        fine, layer = spec.boundary_size, spec.boundary_layer
+    else:
+        r = np.linspace(0.0, spec.radius, 4001)
+        area, d = 2 * np.pi * r * spec.length, spec.radius - r
+        fine, layer = spec.boundary_size, spec.boundary_layer
+    if fine is None:
+        h = np.full_like(r, coarse)
+    else:
+        h0 = min(fine * spec.size_factor, coarse)
+        h = np.minimum(h0 + spec.grading * spec.size_factor * np.maximum(d - layer, 0.0), coarse)
+    return float(np.trapezoid(6.0 * area / h**3, r)) * 8.0**spec.refine
 
 
 def check_file_mesh(spec: FileMesh) -> None:
@@ -309,14 +343,6 @@ def _tag_groups(gmsh, volumes: dict[str, list[int]], classify) -> None:
         gmsh.model.addPhysicalGroup(2, sorted(tags), BOUNDARY_IDS[name], name=name)
 
 
-def _size_field(gmsh, surfaces_fine: list[int], fine: float, coarse: float, spread: float) -> int:
-    """Cell size ``fine`` on the given surfaces, growing linearly to ``coarse`` at distance ``spread``."""
-    dist = gmsh.model.mesh.field.add("Distance")
-    gmsh.model.mesh.field.setNumbers(dist, "SurfacesList", surfaces_fine)
-    gmsh.model.mesh.field.setNumber(dist, "Sampling", 100)
-    return _threshold(gmsh, dist, fine, coarse, spread)
-
-
 def _math_field(gmsh, expression: str) -> int:
     field = gmsh.model.mesh.field.add("MathEval")
     gmsh.model.mesh.field.setString(field, "F", expression)
@@ -344,10 +370,6 @@ def _apply_fields(gmsh, fields: list[int], coarse: float) -> None:
     gmsh.option.setNumber("Mesh.MeshSizeFromPoints", 0)
     gmsh.option.setNumber("Mesh.MeshSizeFromCurvature", 0)
     gmsh.option.setNumber("Mesh.MeshSizeMax", coarse)
-
-
-def _surfaces_of(gmsh, tags: list[int]) -> list[int]:
-    return sorted({abs(t) for _, t in gmsh.model.getBoundary([(3, v) for v in tags], oriented=False)})
 
 
 def build_limb(gmsh, spec: LimbMesh) -> None:
@@ -397,7 +419,7 @@ def build_limb(gmsh, spec: LimbMesh) -> None:
         return "skin_surface"
 
     _tag_groups(gmsh, volumes, classify)
-    # Layers: exact radial distances (a sampled Distance field is too sparse along a 0.7 m limb).
+    # Layers by exact (or first-order) distances: a sampled Distance field is too sparse along a 0.7 m limb.
     taper = (geo.proximal_radius - geo.distal_radius) / L
     from_skin = f"Fabs({geo.distal_radius} + ({taper})*z - Sqrt(x*x + y*y))"  # a negative taper: no "+ -"
     from_bone = f"Fabs(Sqrt(x*x + y*y) - {geo.bone_radius})"
@@ -406,23 +428,46 @@ def build_limb(gmsh, spec: LimbMesh) -> None:
     fields = [
         # the whole subcutis at one size: facet volume deficits (about pi h^2/6 per length) then cancel
         # between the skin surface, the skin/fat and the fat/muscle interfaces
-        _threshold(
-            gmsh,
-            _math_field(gmsh, from_skin),
-            h_skin,
-            geo.size_coarse,
-            geo.size_coarse,
-            flat=geo.skin_thickness + geo.fat_thickness,
-        ),
-        _threshold(gmsh, _math_field(gmsh, from_bone), h_bone, geo.size_coarse, geo.size_coarse),
+        _graded(gmsh, from_skin, h_skin, geo, flat=geo.skin_thickness + geo.fat_thickness),
+        _graded(gmsh, from_bone, h_bone, geo),
     ]
-    for name, radius in _tumour_radii(spec).items():
+    for name, radius, distance in _tumour_surfaces(spec, geo):
         if name in volumes:
             h = _facet_size(radius, geo.size_tumour, spec.size_factor)
-            fields.append(
-                _size_field(gmsh, _surfaces_of(gmsh, volumes[name]), h, geo.size_coarse, 1.5 * geo.size_coarse)
-            )
+            fields.append(_graded(gmsh, distance, h, geo, flat=geo.tumour_layer))
     _apply_fields(gmsh, fields, geo.size_coarse)
+
+
+def _graded(gmsh, distance: str, fine: float, geo: LimbGeometry, flat: float = 0.0) -> int:
+    """Size ``fine`` within ``flat`` of a surface (``distance``, a MathEval expression), then growing by
+    ``geo.grading`` per unit distance up to ``geo.size_coarse``."""
+    spread = max(geo.size_coarse - fine, 0.0) / geo.grading
+    return _threshold(gmsh, _math_field(gmsh, distance), fine, geo.size_coarse, max(spread, 1e-9), flat=flat)
+
+
+def _tumour_surfaces(spec: LimbMesh, geo: LimbGeometry) -> list[tuple[str, float, str]]:
+    """(region, smallest curvature radius, distance expression) of each tumour surface of a limb: the
+    sarcoma ellipsoid and its necrotic core (first-order distance |rho - 1| / |grad rho|, exact on spheres and
+    at the surface), and each nodule (exact)."""
+    out = []
+    if spec.sarcoma is not None:
+        s = spec.sarcoma
+        c = sarcoma_centre(spec, geo)
+        scales = [("tumour", 1.0)] + ([("necrosis", s.necrotic_fraction)] if s.necrotic_fraction > 0 else [])
+        for name, scale in scales:
+            a = [scale * v for v in s.semi_axes]
+            q = [f"(({x} - ({ci}))/{ai})" for x, ci, ai in zip("xyz", c, a, strict=True)]
+            g = [f"(({x} - ({ci}))/{ai * ai})" for x, ci, ai in zip("xyz", c, a, strict=True)]
+            rho = "Sqrt(" + " + ".join(f"{t}*{t}" for t in q) + ")"
+            grad = "Sqrt(" + " + ".join(f"{t}*{t}" for t in g) + ")"
+            b = sorted(a)
+            out.append((name, b[0] ** 2 / b[2], f"Fabs({rho} - 1) * {rho} / ({grad} + 1e-12)"))
+    if spec.nodules is not None:
+        r = spec.nodules.radius
+        for c in nodule_centres(spec, geo):
+            d = f"Fabs(Sqrt((x - ({c[0]}))^2 + (y - ({c[1]}))^2 + (z - ({c[2]}))^2) - {r})"
+            out.append(("tumour", r, d))
+    return out
 
 
 FACETS_PER_TURN = 32  # polygonal facets around a circle: keeps faceting volume error under 1 %
@@ -472,6 +517,19 @@ def _uniform_size(gmsh, h: float) -> None:
     gmsh.option.setNumber("Mesh.MeshSizeMin", h)
 
 
+def _benchmark_size(gmsh, spec, distance: str, fine: float | None, layer: float) -> None:
+    """Uniform ``cell_size``, or graded: ``fine`` within ``layer`` of a surface (``distance``, exact), growing by
+    ``grading`` per unit distance to ``cell_size``; all sizes and the growth times ``size_factor``."""
+    coarse = spec.cell_size * spec.size_factor
+    if fine is None:
+        _uniform_size(gmsh, coarse)
+        return
+    h = min(fine * spec.size_factor, coarse)
+    spread = max(coarse - h, 0.0) / (spec.grading * spec.size_factor)
+    field = _threshold(gmsh, _math_field(gmsh, distance), h, coarse, max(spread, 1e-9), flat=layer)
+    _apply_fields(gmsh, [field], coarse)
+
+
 def build_sphere(gmsh, spec: SphereMesh) -> None:
     occ = gmsh.model.occ
     if spec.outer_radius is not None and spec.outer_radius <= spec.radius:
@@ -486,7 +544,7 @@ def build_sphere(gmsh, spec: SphereMesh) -> None:
     else:
         volumes = _fragment_and_tag(gmsh, pieces)
     _tag_groups(gmsh, volumes, lambda x: "outer")
-    _uniform_size(gmsh, spec.cell_size * spec.size_factor)
+    _benchmark_size(gmsh, spec, f"Fabs(Sqrt(x*x + y*y + z*z) - {spec.radius})", spec.rim_size, spec.rim_layer)
 
 
 def build_slab(gmsh, spec: SlabMesh) -> None:
@@ -495,7 +553,7 @@ def build_slab(gmsh, spec: SlabMesh) -> None:
     gmsh.model.occ.synchronize()
     tol = 1e-9 * lx
     _tag_groups(gmsh, {spec.region: [tag]}, lambda x: "x0" if x[0] < tol else "x1" if x[0] > lx - tol else "sides")
-    _uniform_size(gmsh, spec.cell_size * spec.size_factor)
+    _benchmark_size(gmsh, spec, "Fabs(x)", spec.boundary_size, spec.boundary_layer)
 
 
 def build_cylinder(gmsh, spec: CylinderMesh) -> None:
@@ -508,7 +566,8 @@ def build_cylinder(gmsh, spec: CylinderMesh) -> None:
         {spec.region: [tag]},
         lambda x: "distal" if abs(x[2]) < tol else "proximal" if abs(x[2] - L) < tol else "skin_surface",
     )
-    _uniform_size(gmsh, spec.cell_size * spec.size_factor)
+    distance = f"Fabs({spec.radius} - Sqrt(x*x + y*y))"
+    _benchmark_size(gmsh, spec, distance, spec.boundary_size, spec.boundary_layer)
 
 
 BUILDERS = {
@@ -591,10 +650,36 @@ def _tagged(data, case: Case) -> TaggedMesh:
 
 
 def generate(case: Case, comm: MPI.Comm) -> TaggedMesh:
-    """Build the case's mesh on rank 0 and distribute it over ``comm``."""
+    """Build the case's mesh on rank 0, distribute it over ``comm``, then refine it ``mesh.refine`` times."""
     if isinstance(case.mesh, FileMesh):
-        return import_mesh(case, comm)
-    return _run_gmsh(comm, case, BUILDERS[type(case.mesh)])
+        tm = import_mesh(case, comm)
+    else:
+        tm = _run_gmsh(comm, case, BUILDERS[type(case.mesh)])
+    for _ in range(case.mesh.refine):
+        tm = refine(tm)
+    return tm
+
+
+def refine(tm: TaggedMesh) -> TaggedMesh:
+    """Uniform refinement (each tetrahedron into 8) where the mesh lies: no serial step, no redistribution.
+
+    Children stay on their parent's rank (``partitioner=None``) and inherit its region tag; boundary facets pass
+    their tag to their children. With the default partitioner (which rebuilds a ghost layer) the transferred tags
+    gave wrong region volumes at 2 ranks in dolfinx 0.11; without redistribution they are exact at any rank
+    count (tests/test_meshes.py). The new vertices lie on the old facets: curved surfaces keep the faceting of
+    the generated mesh, so region volumes do not change.
+    """
+    import dolfinx.mesh as dmesh
+
+    msh = tm.mesh
+    msh.topology.create_entities(1)
+    new, parent_cell, parent_facet = dmesh.refine(
+        msh, partitioner=None, option=dmesh.RefinementOption.parent_cell_and_facet
+    )
+    new.topology.create_connectivity(2, 3)
+    cell_tags = dmesh.transfer_meshtag(tm.cell_tags, new, parent_cell, parent_facet)
+    facet_tags = dmesh.transfer_meshtag(tm.facet_tags, new, parent_cell, parent_facet)
+    return TaggedMesh(new, cell_tags, facet_tags, tm.regions, tm.boundaries)
 
 
 def import_mesh(case: Case, comm: MPI.Comm) -> TaggedMesh:
@@ -743,10 +828,20 @@ def mesh_statistics(tm: TaggedMesh) -> dict[str, object]:
     h = mesh.h(tdim, np.arange(n_local, dtype=np.int32))  # type: ignore[attr-defined]
     hmin = tm.comm.allreduce(float(h.min()) if n_local else np.inf, op=MPI.MIN)
     hmax = tm.comm.allreduce(float(h.max()) if n_local else 0.0, op=MPI.MAX)
+    per_region = {}
+    owned = tm.cell_tags.indices < n_local
+    for name, tag in tm.regions.items():
+        hr = h[tm.cell_tags.indices[owned & (tm.cell_tags.values == tag)]]
+        per_region[name] = {
+            "cells": tm.comm.allreduce(int(hr.size), op=MPI.SUM),
+            "h_min_m": tm.comm.allreduce(float(hr.min()) if hr.size else np.inf, op=MPI.MIN),
+            "h_max_m": tm.comm.allreduce(float(hr.max()) if hr.size else 0.0, op=MPI.MAX),
+        }
     return {
         "cells": cells,
         "vertices": vertices,
         "h_min_m": hmin,
         "h_max_m": hmax,
         "region_volumes_m3": region_volumes(tm),
+        "regions": per_region,
     }

@@ -202,6 +202,25 @@ def _outcomes_section(summary: dict, coverage: dict[str, plots.DoseVolume]) -> s
             "albumin-bound and cellular drug and the drug in the tissue's own blood, region mean at the end of "
             "perfusion (adducts apart), as biopsies measure it.</p>"
         )
+    surface = summary.get("tumour_surface", {})
+    if surface.get("area_m2"):
+        header = ["tumour surface", "area (cm^2)", "net filtration (mL/min)", "mean rim outflow (um/s)"]
+        header += ["direct surface integral (um/s)", "when"]
+        row = [
+            "tumour + necrosis",
+            surface["area_m2"] * 1e4,
+            summary["tumour_net_filtration_mL_per_min"],
+            summary["tumour_rim_outflow_um_per_s"],
+            surface.get("rim_outflow_direct_um_per_s", "-"),
+            surface.get("time", "-"),
+        ]
+        out.append(html_table(header, [row]))
+        out.append(
+            '<p class="note">Interstitial fluid leaving the tumour across its surface (outward positive): the balance '
+            "flux INT (Jv/V - JL/V) dx over the tumour, which the discrete pressure conserves, and its mean velocity "
+            "over the surface; the direct surface integral of -K grad p . n beside it shows how well the mesh "
+            "resolves the rim layer (solver/interface.py).</p>"
+        )
     out.append(
         '<p class="note">AUC<i>n</i>: the free-drug AUC reached by at least <i>n</i> % of the region volume (from '
         "cell means of the P1 field). Muscle and skin exposure, peak temperature and CEM43 are regional toxicity "

@@ -43,6 +43,8 @@ SUMMARY_KEYS: dict[str, str] = {
     "krylov_iterations": "solves, mean and max iterations per linear system",
     "mesh": "cells, vertices, sizes",
     "ranks": "MPI ranks of the last segment",
+    "tumour_rim_outflow_um_per_s": "um/s: mean outward interstitial velocity across the tumour surface (flux integral)",
+    "tumour_net_filtration_mL_per_min": "mL/min: net interstitial fluid leaving the tumour across its surface",
 }
 AGENT_KEYS: dict[str, str] = {  # summary["agents"][name]
     "dose_kg": "kg",

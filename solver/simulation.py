@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from mpi4py import MPI
 
-from solver import checkpoint, meshing, paraview, provenance, results
+from solver import checkpoint, interface, meshing, paraview, provenance, results
 from solver.case import Case
 from solver.checkpoint import NodalSpace, RunStopped, StopFlag
 from solver.coupling import Agent, CoupledModel, ModelState
@@ -84,6 +84,7 @@ class Simulation:
                 FieldRecorder(model, folder, resume_at),
             ]
         self.region_dofs = self._region_dofs()
+        self.tumour_surface = interface.of_model(model)
         self.pressure_history: list[tuple[float, float]] = []
         self.rows: list[dict[str, float]] = []
         self.earlier_wall_seconds = 0.0  # of the runs before a restart
@@ -285,6 +286,8 @@ class Simulation:
             (p_total,) = m.integrals(("tumour", "one", m.pressure.p.x.array))
             row["p_tumour_mean_Pa"] = p_total / m.volumes["tumour"]
             self.pressure_history.append((t, row["p_tumour_mean_Pa"]))
+        if self.tumour_surface is not None:  # interstitial fluid across the tumour surface (flux integrals)
+            row.update(interface.series_columns(self.tumour_surface()))
         if m.metabolism is not None:
             mb = m.metabolism
             row["limb_pH"] = mb.ph
@@ -393,6 +396,9 @@ class Simulation:
             ]
             if settled:
                 s["probe_temperature_degC"] = {"min": min(settled), "max": max(settled)}
+        # fluid across the tumour surface at the end of perfusion (ILP's raised capillary pressure), else now
+        surface = self.tumour_surface() if self.tumour_surface is not None else None
+        s.update(interface.outcomes(surface, end_of_perfusion))
         for region, vol in m.volumes.items():
             (p_total,) = m.integrals((region, "one", m.pressure.p.x.array))
             entry = {

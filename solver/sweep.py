@@ -247,6 +247,14 @@ OUTCOMES = {  # column -> (label, function of summary)
         "tumour kill coverage (% with SF < 0.01)",
         lambda s: 100 * _region(s, "tumour", "kill_coverage", None),
     ),
+    "tumour_rim_outflow_um_per_s": (
+        "tumour rim outflow (um/s)",
+        lambda s: s.get("tumour_rim_outflow_um_per_s", float("nan")),
+    ),
+    "tumour_net_filtration_mL_per_min": (
+        "tumour net filtration (mL/min)",
+        lambda s: s.get("tumour_net_filtration_mL_per_min", float("nan")),
+    ),
     "marrow_surviving_fraction": (
         "marrow progenitor surviving fraction",
         lambda s: s.get("marrow_surviving_fraction", float("nan")),

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from mpi4py import MPI
@@ -103,10 +105,11 @@ def test_halving_time_step_changes_tumour_auc_by_less_than_one_percent(student, 
     assert abs(coarse_auc - fine_auc) / fine_auc < 0.01
 
 
-def _run_at(ranks: int, case: str, out) -> dict:
-    """summary.json of ``isolimb run`` on ``ranks`` MPI ranks."""
+def _run_at(ranks: int, case: str | Path, out) -> dict:
+    """summary.json of ``isolimb run`` on ``ranks`` MPI ranks (``case``: a name in cases/ or a folder)."""
     command = [str(ROOT / ".venv/bin/mpiexec"), "-n", str(ranks), sys.executable, "-m", "solver", "run"]
-    subprocess.run([*command, str(CASES / case), "-o", str(out), "-q"], check=True, timeout=600)
+    folder = case if isinstance(case, Path) else CASES / case
+    subprocess.run([*command, str(folder), "-o", str(out), "-q"], check=True, timeout=600)
     return json.loads((out / results.SUMMARY).read_text())
 
 
@@ -182,9 +185,23 @@ def test_failed_step_is_rolled_back_and_retried(comm, shared_tmp):
         assert result.summary["agents"][name]["dose_kg"] == pytest.approx(dose, rel=1e-12)
 
 
+# The default case runs at its own mesh in `make run`; the tests take it at size_factor 2.5 (about 15k vertices,
+# 5x fewer than its own) to keep the suite's time: what they check (balance, leak, TNF, ranks) is mesh-independent.
+TEST_SIZE_FACTOR = 2.5
+
+
+def _coarse_default(folder) -> Path:
+    """A copy of the default case folder at TEST_SIZE_FACTOR (written by the caller's rank 0 or alone)."""
+    text = (CASES / "ilp-tm-sarcoma-leg" / "case.toml").read_text()
+    text = re.sub(r"(?m)^size_factor = .*$", f"size_factor = {TEST_SIZE_FACTOR}", text)
+    return write_case(folder, text)
+
+
 @pytest.fixture(scope="module")
-def default_case():
-    case = parse_case(CASES / "ilp-tm-sarcoma-leg")
+def default_case(tmp_path_factory):
+    folder = MPI.COMM_WORLD.bcast(str(tmp_path_factory.mktemp("default")) if MPI.COMM_WORLD.rank == 0 else None)
+    case = parse_case(_coarse_default(Path(folder)))  # write_case: rank 0 writes, every rank returns the path
+    assert case.mesh.size_factor == TEST_SIZE_FACTOR
     return case, _run(case, MPI.COMM_WORLD)
 
 
@@ -218,7 +235,8 @@ def test_default_case_end_to_end(default_case, comm):
 def test_default_case_same_functionals_at_two_and_three_ranks(default_case, tmp_path, ranks):
     """Issue 5: the default case gives the summary functionals of the serial run at 2 and 3 ranks."""
     _, (_, serial) = default_case
-    _assert_same_functionals(_run_at(ranks, "ilp-tm-sarcoma-leg", tmp_path / "r"), serial.summary, ranks)
+    coarse = _coarse_default(tmp_path / "case")
+    _assert_same_functionals(_run_at(ranks, coarse, tmp_path / "r"), serial.summary, ranks)
 
 
 @pytest.mark.slow

@@ -59,9 +59,8 @@ def analytic_limb_volumes(case) -> dict[str, float]:
 
 @pytest.mark.slow
 def test_default_leg_volumes_within_one_percent(comm):
-    """The default case's geometry at size_factor 1 (the case itself runs coarser, for speed)."""
+    """The default case's geometry on its own (graded) mesh."""
     case = parse_case(CASES / "ilp-tm-sarcoma-leg")
-    case = case.model_copy(update={"mesh": case.mesh.model_copy(update={"size_factor": 1.0})})
     tm = meshing.generate(case, comm)
     got = meshing.region_volumes(tm)
     expected = analytic_limb_volumes(case)
@@ -72,7 +71,8 @@ def test_default_leg_volumes_within_one_percent(comm):
 
 
 def test_arm_with_nodules(comm, shared_tmp):
-    case = limb_case(shared_tmp / "arm", "arm", '[mesh.nodules]\ncount = 3\nradius = "5 mm"\n')
+    nodules = '[mesh.nodules]\ncount = 3\nradius = "5 mm"\n'
+    case = limb_case(shared_tmp / "arm", "arm", 'size_skin = "6 mm"\n' + nodules)  # 1 mm at the nodules
     tm = meshing.generate(case, comm)
     vol = meshing.region_volumes(tm)
     expected = analytic_limb_volumes(case)
@@ -122,6 +122,45 @@ def test_benchmark_shapes(mesh_toml, expected, boundaries, comm, shared_tmp):
     areas = meshing.boundary_areas(tm)
     for name, a in boundaries.items():
         assert areas[name] == pytest.approx(a, rel=0.015), name
+
+
+def test_parallel_refinement_keeps_regions_and_boundaries(comm, shared_tmp):
+    """mesh.refine = 1: 8x the cells, where the mesh lies; every child inherits its parent's region and every
+    boundary facet's children its tag, so region volumes and boundary areas equal the generated mesh's (both
+    are sums over the same faceted shapes) at 1 and 2 ranks; per-region sizes halve."""
+    text = 'title = "b"\n[mesh]\ngenerator = "sphere"\nradius = "1 cm"\nouter_radius = "2 cm"\ncell_size = "3 mm"\n'
+    text += 'rim_size = "1.5 mm"\n[numerics]\ndt = "1 s"\n'
+    coarse = meshing.generate(parse_case(write_case(shared_tmp / "c0", text)), comm)
+    fine = meshing.generate(
+        parse_case(write_case(shared_tmp / "c1", text.replace("[numerics]", "refine = 1\n[numerics]"))), comm
+    )
+    s0, s1 = meshing.mesh_statistics(coarse), meshing.mesh_statistics(fine)
+    assert s1["cells"] == 8 * s0["cells"]
+    for name, v in meshing.region_volumes(coarse).items():
+        assert meshing.region_volumes(fine)[name] == pytest.approx(v, rel=1e-12), name
+        assert s1["regions"][name]["cells"] == 8 * s0["regions"][name]["cells"]
+        assert s1["regions"][name]["h_max_m"] < 0.8 * s0["regions"][name]["h_max_m"]
+        assert s1["regions"][name]["h_min_m"] < 0.6 * s0["regions"][name]["h_min_m"]
+    assert meshing.boundary_areas(fine)["outer"] == pytest.approx(meshing.boundary_areas(coarse)["outer"], rel=1e-12)
+    assert meshing.boundary_areas(fine)["outer"] == pytest.approx(4 * math.pi * 0.02**2, rel=0.02)
+
+
+def test_graded_limb_sizes(comm, shared_tmp):
+    """The leg's size fields: cells at the tumour and necrosis surfaces near size_tumour, the bulk far coarser,
+    the subcutis at size_skin; all sizes scale with size_factor."""
+    sarcoma = '[mesh.sarcoma]\nsemi_axes = ["2 cm", "2 cm", "3 cm"]\nradial_offset = "3.5 cm"\naxial_position = 0.7\n'
+    sarcoma += "necrotic_fraction = 0.5\n"
+    sizes = 'size_tumour = "3 mm"\nsize_skin = "10 mm"\nsize_coarse = "40 mm"\ntumour_layer = "2 mm"\n'
+    stats = {}
+    for f in (1.0, 1.6):
+        case = limb_case(shared_tmp / f"g{f}", "leg", sizes + sarcoma, size_factor=f)
+        stats[f] = meshing.mesh_statistics(meshing.generate(case, comm))["regions"]
+    for f, s in stats.items():
+        assert s["tumour"]["h_min_m"] < 1.5 * 3e-3 * f  # h: longest edge; the finest at the surface, ~3 mm x f
+        assert s["necrosis"]["h_min_m"] < 1.5 * 3e-3 * f
+        assert s["muscle"]["h_max_m"] > 20e-3 * f  # the bulk grows towards 40 mm x f
+        assert s["fat"]["h_max_m"] < 2 * 10e-3 * f  # the whole subcutis at 10 mm x f
+    assert stats[1.0]["tumour"]["cells"] > 2.5 * stats[1.6]["tumour"]["cells"]
 
 
 def test_sarcoma_outside_muscle_is_an_error(comm, shared_tmp):

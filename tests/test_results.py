@@ -50,7 +50,7 @@ def small():
 
 @pytest.fixture(scope="module")
 def sphere():
-    yield from _results("benchmark-baxter-jain")
+    yield from _results("benchmark-baxter-jain-raised-k")
 
 
 def test_results_folder_holds_every_output(small):
@@ -175,7 +175,7 @@ def test_dose_volume_histogram_by_hand():
 
 def test_probe_matches_baxter_jain_at_any_rank_count(sphere):
     """Pressure along a radius of the isolated tumour sphere against the closed form (MODEL.md s. 2)."""
-    case = parse_case(CASES / "benchmark-baxter-jain")
+    case = parse_case(CASES / "benchmark-baxter-jain-raised-k")
     t, R = case.tissue["tumour"], case.mesh.radius
     pe = t.p_v - t.sigma_p * (t.pi_v - t.pi_i)
     alpha = R * math.sqrt(t.Lp * t.S_V / t.K)
@@ -259,7 +259,7 @@ def test_benchmark_case_same_functionals_at_two_and_three_ranks(sphere, tmp_path
     """The Baxter-Jain case's summary at 2 and 3 ranks against the 1-rank run (functionals, not dof arrays);
     then the 3-rank result probed at 1 rank agrees with the 1-rank result probed (any writer, any reader)."""
     out = tmp_path / "r"
-    done = _cli("run", str(CASES / "benchmark-baxter-jain"), "-o", str(out), "-q", ranks=ranks)
+    done = _cli("run", str(CASES / "benchmark-baxter-jain-raised-k"), "-o", str(out), "-q", ranks=ranks)
     assert done.returncode == 0, done.stderr
     serial = json.loads((sphere / results.SUMMARY).read_text())
     parallel = json.loads((out / results.SUMMARY).read_text())

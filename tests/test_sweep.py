@@ -33,7 +33,7 @@ time = "00:05:00"
 
 def _spec(tmp_path: Path, ranks: int = 1, extra: str = "") -> Path:
     path = tmp_path / "sweep.toml"
-    path.write_text(SPEC.format(base=CASES / "benchmark-baxter-jain", ranks=ranks, extra=extra))
+    path.write_text(SPEC.format(base=CASES / "benchmark-baxter-jain-raised-k", ranks=ranks, extra=extra))
     return path
 
 

@@ -1,0 +1,107 @@
+"""``isolimb converge``: Richardson extrapolation by hand, and a study of the Baxter-Jain sphere whose
+extrapolated values must land on the closed form (MODEL.md section 2) closer than the finest mesh does."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+
+import pytest
+from mpi4py import MPI
+
+from solver import converge
+from solver.case import parse_case
+
+from .conftest import CASES, ROOT
+
+BIN = ROOT / ".venv" / "bin"
+MMHG = 133.322387415
+
+
+@pytest.mark.parametrize("order", [1.0, 1.5, 2.0])
+def test_richardson_recovers_a_known_order_with_unequal_ratios(order):
+    h = [0.4, 0.25, 0.17, 0.3]  # any order, unequal ratios; the three finest are used
+    f = [2.0 + 3.0 * x**order for x in h]
+    r = converge.richardson(h, f)
+    assert r.order == pytest.approx(order, rel=1e-6)
+    assert r.extrapolated == pytest.approx(2.0, rel=1e-9)
+    assert r.errors[0] == pytest.approx(3.0 * 0.4**order / 2.0, rel=1e-6)
+
+
+def test_richardson_caps_the_order_at_the_formal_one():
+    h = [0.4, 0.25, 0.17]
+    f = [2.0 + 3.0 * x**4 for x in h]
+    free, capped = converge.richardson(h, f), converge.richardson(h, f, max_order=2.0)
+    assert free.order == pytest.approx(4.0, rel=1e-6) and capped.order == pytest.approx(4.0, rel=1e-6)
+    assert free.extrapolated == pytest.approx(2.0, rel=1e-9)
+    assert capped.errors[-1] > free.errors[-1] and "formal order 2" in capped.note  # the cautious estimate
+
+
+def test_richardson_oscillating_and_flat():
+    r = converge.richardson([3, 2, 1], [1.0, 1.2, 1.1])
+    assert math.isnan(r.order) and "oscillating" in r.note
+    assert r.errors == [pytest.approx(0.2 / 1.1)] * 3  # the spread of the levels
+    flat = converge.richardson([3, 2, 1], [5.0, 5.0, 5.0])
+    assert flat.errors == [0.0, 0.0, 0.0]
+
+
+def _cli(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
+    command = [str(BIN / "isolimb"), *args]
+    if ranks > 1:
+        command = [str(BIN / "mpiexec"), "-n", str(ranks), *command]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI", "HYDRA"))}
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_converge_baxter_jain_against_the_closed_form(ranks, tmp_path):
+    """Three mesh levels of the raised-K sphere (P2): the printed table, the files, and extrapolated mean IFP and
+    rim outflow nearer the closed form than the finest level, whose true error its estimate bounds (x2)."""
+    if MPI.COMM_WORLD.size > 1:
+        pytest.skip("launches its own ranks")
+    case_dir = CASES / "benchmark-baxter-jain-raised-k"
+    out = tmp_path / "study"
+    done = _cli("converge", str(case_dir), "-o", str(out), "--factors", "3,2.2,1.6", "--no-time", ranks=ranks)
+    assert done.returncode == 0, done.stderr
+    assert "observed order" in done.stdout and "tumour mean IFP (mmHg)" in done.stdout
+    for name in ("convergence.md", "convergence_mesh.csv", "convergence.png"):
+        assert (out / name).exists(), name
+    case = parse_case(case_dir)
+    t, R = case.tissue["tumour"], case.mesh.radius
+    pe = t.p_v - t.sigma_p * (t.pi_v - t.pi_i)
+    alpha = R * math.sqrt(t.Lp * t.S_V / t.K)
+    exact = {  # volume mean of the Baxter-Jain profile, and the rim velocity
+        "tumour_ifp": pe * (1 - 3 * (alpha / math.tanh(alpha) - 1) / alpha**2) / MMHG,
+        "tumour_rim_outflow": t.K * pe / R * (alpha / math.tanh(alpha) - 1) * 1e6,
+    }
+    study = converge.read_study(out, "mesh")
+    assert study is not None and len(study.sizes) == 3 and study.cells[0] < study.cells[-1]
+    for key, value in exact.items():
+        levels = study.outcomes[key]
+        r = converge.richardson(study.sizes, levels)
+        finest = abs(levels[-1] / value - 1)
+        assert abs(r.extrapolated / value - 1) < 0.5 * finest, key
+        assert finest < 2 * r.errors[-1] + 1e-4, key
+    summary = json.loads((out / "mesh" / "results" / "run-0002" / "summary.json").read_text())
+    assert summary["ranks"] == ranks
+
+
+@pytest.mark.serial
+def test_converge_prepare_writes_mesh_and_time_sweeps(tmp_path):
+    """--prepare: the SLURM arrays of the mesh levels and of dt, dt/2, dt/4, nothing run."""
+    if MPI.COMM_WORLD.size > 1:
+        pytest.skip("launches its own process")
+    out = tmp_path / "study"
+    done = _cli("converge", str(CASES / "student-small"), "-o", str(out), "--prepare", "--levels", "4")
+    assert done.returncode == 0, done.stderr
+    for name, n in (("mesh", 4), ("time", 3)):
+        assert (out / name / "sweep.sbatch").exists()
+        assert len(list((out / name / "cases").glob("run-*"))) == n
+    dts = [parse_case(out / "time" / "cases" / f"run-{i:04d}").numerics.dt for i in range(3)]
+    assert dts == pytest.approx([60.0, 30.0, 15.0])
+    factors = [parse_case(out / "mesh" / "cases" / f"run-{i:04d}").mesh.size_factor for i in range(4)]
+    assert factors == pytest.approx([1.0, 1 / 1.4, 1 / 1.4**2, 1 / 1.4**3], rel=1e-3)
+    assert converge.pending(out) and not (out / "convergence.md").exists()
