@@ -23,9 +23,11 @@ from solver.case import (
     Case,
     CylinderMesh,
     FileMesh,
+    LabelsMesh,
     LimbMesh,
     SlabMesh,
     SphereMesh,
+    SurfacesMesh,
     boundary_names,
     region_names,
 )
@@ -191,6 +193,9 @@ def check_geometry(case: Case) -> None:
         return
     if isinstance(spec, FileMesh):
         check_file_mesh(spec)
+        return
+    if isinstance(spec, (SurfacesMesh, LabelsMesh)):  # surfaces and images: solver.mesh_surfaces, mesh_labels
+        _check_imported_surfaces(spec)
         return
     if isinstance(spec, SphereMesh):
         if spec.outer_radius is not None and spec.outer_radius <= spec.radius:
@@ -509,11 +514,31 @@ def build_cylinder(gmsh, spec: CylinderMesh) -> None:
     _uniform_size(gmsh, spec.cell_size * spec.size_factor)
 
 
+def _check_imported_surfaces(spec: SurfacesMesh | LabelsMesh) -> None:
+    from solver import mesh_labels, mesh_surfaces
+
+    mesh_surfaces.check(spec) if isinstance(spec, SurfacesMesh) else mesh_labels.check(spec)
+
+
+def build_surfaces(gmsh, spec: SurfacesMesh) -> None:
+    from solver import mesh_surfaces
+
+    mesh_surfaces.build_surfaces(gmsh, spec)
+
+
+def build_labels(gmsh, spec: LabelsMesh) -> None:
+    from solver import mesh_labels
+
+    mesh_labels.build_labels(gmsh, spec)
+
+
 BUILDERS = {
     LimbMesh: build_limb,
     SphereMesh: build_sphere,
     SlabMesh: build_slab,
     CylinderMesh: build_cylinder,
+    SurfacesMesh: build_surfaces,
+    LabelsMesh: build_labels,
 }
 
 
