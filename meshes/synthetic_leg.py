@@ -1,7 +1,7 @@
 """A synthetic but anatomically shaped labelled image of a lower leg (calf) segment, as a segmentation in 3D Slicer
 or ITK-SNAP would save it: a NIfTI volume of integer labels with its voxel spacing and orientation in the header.
 
-    python meshes/synthetic_leg.py                       # writes meshes/synthetic-leg.nii.gz (1.5 mm voxels)
+    python meshes/synthetic_leg.py                       # writes meshes/synthetic-leg.nii.gz (2 mm voxels)
     python meshes/synthetic_leg.py -o leg.nii.gz --voxel 2.5
 
 Labels: 0 background, 1 bone (tibia and fibula), 2 muscle, 3 fat (subcutis), 4 skin, 5 tumour (a deep sarcoma in
@@ -19,7 +19,7 @@ import numpy as np
 
 LABELS = {"bone": 1, "muscle": 2, "fat": 3, "skin": 4, "tumour": 5}
 LENGTH = 120.0  # mm, along z
-SKIN = 3.0  # mm: two voxels at the default 1.5 mm (a real skin is about 2 mm)
+SKIN = 3.0  # mm: 1.5 voxels at the default 2 mm (a real skin is about 2 mm)
 FAT = 8.0  # mm of subcutis
 
 
@@ -60,7 +60,7 @@ def labels(voxel: float) -> tuple[np.ndarray, np.ndarray]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-o", "--output", type=Path, default=Path(__file__).with_name("synthetic-leg.nii.gz"))
-    parser.add_argument("--voxel", type=float, default=1.5, help="voxel edge in mm (default 1.5)")
+    parser.add_argument("--voxel", type=float, default=2.0, help="voxel edge in mm (default 2; structures thinner than two voxels fold when smoothed)")
     args = parser.parse_args(argv)
     import nibabel
 

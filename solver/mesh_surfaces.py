@@ -174,8 +174,11 @@ def _nesting(polys, files, shared, points, point_ids) -> list[int | None]:
             if i == j:
                 continue
             free = points[np.setdiff1d(point_ids[i], point_ids[j])]  # corners of i that are not corners of j
-            if free.shape[0] == 0:
-                raise SurfaceError(f"mesh.surfaces: {files[i][0]} and {files[j][0]} are the same surface")
+            if free.shape[0] == 0:  # every corner on j: a region filling a cavity of j, sharing its triangles
+                common = shared.get((min(i, j), max(i, j)), 0)
+                if common == 0 or common == polys[j].n_cells:
+                    raise SurfaceError(f"mesh.surfaces: {files[i][0]} and {files[j][0]} are the same surface")
+                continue
             probe = pv.PolyData(free)
             enclosed = probe.select_interior_points(polys[j], method="cell_locator", check_surface=False)[
                 "selected_points"
