@@ -154,7 +154,7 @@ def test_nested_surfaces_make_a_tumour_in_muscle(comm, shared_tmp):
     tm = meshing.generate(case, comm)
     assert set(tm.boundaries) == set(BOUNDARIES)
     got = meshing.region_volumes(tm)
-    assert got["tumour"] == pytest.approx(tumour, rel=1e-6)  # the surfaces are kept: volumes exact to them (float32 STL)
+    assert got["tumour"] == pytest.approx(tumour, rel=1e-6)  # surfaces kept: volumes exact to them (float32 STL)
     assert got["muscle"] == pytest.approx(limb - tumour, rel=1e-6)
     areas = meshing.boundary_areas(tm)
     for name in ("proximal", "distal"):
@@ -195,7 +195,8 @@ def test_open_and_overlapping_surfaces_are_errors_before_meshing(shared_tmp):
         import pyvista as pv
 
         sphere = pv.read(str(shared_tmp / "crossing.stl"))
-        sphere.extract_cells(np.arange(5, sphere.n_cells)).extract_surface(algorithm=None).save(str(shared_tmp / "open.stl"))
+        holed = sphere.extract_cells(np.arange(5, sphere.n_cells)).extract_surface(algorithm=None)
+        holed.save(str(shared_tmp / "open.stl"))
     MPI.COMM_WORLD.barrier()
     with pytest.raises(CaseError, match="mesh.surfaces.tumour = .*open.stl.*the surface is open"):
         surfaces_case(shared_tmp / "p", '{ muscle = "../limb.stl", tumour = "../open.stl" }')
