@@ -138,6 +138,8 @@ class SurfacesMesh(Strict):
     surfaces: dict[Literal[REGIONS], str | list[str]]  # type: ignore[valid-type]
     scale: Annotated[float, Field(gt=0)] = 1.0  # multiply coordinates by this to get metres (0.001: mm)
     axis: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    # a cut named by a surface file instead (open or closed): the exterior faces lying on it
+    cuts: dict[Literal["proximal", "distal"], str] = {}
     preset: Literal["leg", "arm"] = "leg"  # cell sizes of this limb preset
     size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
 
@@ -529,7 +531,13 @@ def _resolve_inputs(path: Path, case: Case) -> Case:
                     raise CaseError(f"{path}: mesh.surfaces.{name} = {item!r}: surface file not found ({file})")
                 resolved.append(str(file))
             found[name] = resolved[0] if isinstance(given, str) else resolved
-        return case.model_copy(update={"mesh": m.model_copy(update={"surfaces": found})})
+        cuts = {}
+        for name, item in m.cuts.items():
+            file = (path.parent / item).resolve()
+            if not file.is_file():
+                raise CaseError(f"{path}: mesh.cuts.{name} = {item!r}: surface file not found ({file})")
+            cuts[name] = str(file)
+        return case.model_copy(update={"mesh": m.model_copy(update={"surfaces": found, "cuts": cuts})})
     return case
 
 

@@ -11,7 +11,7 @@ boundary mesh and fills every region with tetrahedra graded like the limb genera
 skin, subcutis and bone, its tumour size near the tumour, coarse elsewhere); the surface resolution is the input's
 (the voxel size of an image), so coarsen an STL before if it is finer than needed. Exterior triangles
 are the cuts where they lie flat across the limb axis at its ends (``distal`` at the low end, ``proximal`` at the
-high end) and ``skin_surface`` elsewhere.
+high end), or where they lie on a surface file named for the cut (``mesh.cuts``), and ``skin_surface`` elsewhere.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ def tag_cuts(surface: LabelledSurface, axis: np.ndarray, tolerance: float) -> La
 
 
 # ------------------------------------------------------------------------------------------------ reading
-def read_surface(path: Path, scale: float, key: str):
+def read_surface(path: Path, scale: float, key: str, closed: bool = True):
     """One surface file as triangulated, cleaned pyvista PolyData in metres (SurfaceError naming ``key``)."""
     import pyvista as pv
 
@@ -100,6 +100,8 @@ def read_surface(path: Path, scale: float, key: str):
     if poly.n_cells == 0:
         raise SurfaceError(f"{key} = {str(path)!r}: the file holds no surface triangles")
     poly.points = poly.points * scale
+    if not closed:
+        return poly
     if poly.n_open_edges:
         raise SurfaceError(
             f"{key} = {str(path)!r}: the surface is open ({poly.n_open_edges} edges belong to one triangle only);"
@@ -332,12 +334,33 @@ def _patch_poly(gmsh, patches: list[int]):
 
 
 def check(spec: SurfacesMesh) -> LabelledSurface:
-    """Read and check the surfaces (one rank, no gmsh); raise SurfaceError."""
-    return surfaces_from_files(spec)
+    """Read and check the surfaces and the named cuts (one rank, no gmsh); raise SurfaceError."""
+    surface = surfaces_from_files(spec)
+    return tag_named_cuts(surface, spec, 1e-4 * float(np.ptp(surface.points, axis=0).max()))
+
+
+def tag_named_cuts(surface: LabelledSurface, spec: SurfacesMesh, tolerance: float) -> LabelledSurface:
+    """Mark the exterior triangles lying on a cut's named surface (``mesh.cuts``) as that cut."""
+    import pyvista as pv
+
+    sides = surface.sides.copy()
+    for name, path in spec.cuts.items():
+        code = PROXIMAL if name == "proximal" else DISTAL
+        cut = read_surface(Path(path), spec.scale, f"mesh.cuts.{name}", closed=False)
+        sides[sides[:, 1] == code, 1] = EXTERIOR  # the named surface replaces the position rule
+        outer = np.flatnonzero(sides[:, 1] == EXTERIOR)
+        corners = pv.PolyData(surface.points[surface.triangles[outer]].reshape(-1, 3))
+        distance = np.abs(corners.compute_implicit_distance(cut)["implicit_distance"]).reshape(-1, 3)
+        on = outer[np.all(distance <= tolerance, axis=1)]
+        if on.size == 0:
+            raise SurfaceError(f"mesh.cuts.{name} = {path!r}: no exterior face of the regions lies on this surface")
+        sides[on, 1] = code
+    return LabelledSurface(surface.points, surface.triangles, sides, surface.names)
 
 
 def build_surfaces(gmsh, spec: Any) -> None:
     """The ``surfaces`` generator (rank 0)."""
     surface = surfaces_from_files(spec)
     size = float(np.ptp(surface.points, axis=0).max())
-    build(gmsh, tag_cuts(surface, np.asarray(spec.axis), 1e-4 * size), spec)
+    surface = tag_cuts(surface, np.asarray(spec.axis), 1e-4 * size)
+    build(gmsh, tag_named_cuts(surface, spec, 1e-4 * size), spec)

@@ -162,6 +162,46 @@ def test_nested_surfaces_make_a_tumour_in_muscle(comm, shared_tmp):
     assert areas["skin_surface"] == pytest.approx(2 * math.pi * 0.03 * 0.1, rel=0.01)
 
 
+def test_a_cut_named_by_a_surface(comm, shared_tmp):
+    """A slanted proximal cut, named by a surface file (an open disc on the cut) instead of found by position."""
+    if comm.rank == 0:
+        import gmsh
+
+        gmsh.initialize(interruptible=False)
+        gmsh.option.setNumber("General.Terminal", 0)
+        occ = gmsh.model.occ
+        limb = occ.addCylinder(0, 0, 0, 0, 0, 100, 30)
+        knife = occ.addBox(-50, -50, 80, 100, 100, 60)
+        occ.rotate([(3, knife)], 0, 0, 80, 1, 0, 0, math.radians(30))
+        occ.cut([(3, limb)], [(3, knife)])
+        occ.synchronize()
+        gmsh.option.setNumber("Mesh.MeshSizeMax", 4.0)
+        gmsh.model.mesh.generate(2)
+        gmsh.write(str(shared_tmp / "slanted.stl"))
+        gmsh.finalize()
+        import pyvista as pv
+
+        plane = pv.Plane(
+            center=(0, 0, 80),
+            direction=(0, -math.sin(math.radians(30)), math.cos(math.radians(30))),
+            i_size=200,
+            j_size=200,
+        )
+        plane.triangulate().save(str(shared_tmp / "tourniquet.stl"))
+    comm.barrier()
+    case = parse_case(
+        write_case(
+            shared_tmp / "c",
+            'title = "t"\n[mesh]\ngenerator = "surfaces"\nscale = 0.001\nsurfaces = { muscle = "../slanted.stl" }\n'
+            'cuts = { proximal = "../tourniquet.stl" }\n[numerics]\ndt = "1 min"\n',
+        )
+    )
+    tm = meshing.generate(case, comm)
+    areas = meshing.boundary_areas(tm)
+    assert areas["distal"] == pytest.approx(math.pi * 0.03**2, rel=0.01)
+    assert areas["proximal"] == pytest.approx(math.pi * 0.03**2 / math.cos(math.radians(30)), rel=0.01)
+
+
 def test_surfaces_that_share_their_interfaces_are_regions_side_by_side(comm, shared_tmp, leg_image):
     """The image's conforming surfaces, written one STL per region, give the image's mesh back."""
     case = labels_case(shared_tmp / "img", leg_image, extra="smoothing_iterations = 0\n")
