@@ -90,6 +90,46 @@ def test_labelled_image_gives_tagged_regions_with_the_voxel_volumes(leg_mesh):
     assert areas["skin_surface"] > 4 * areas["proximal"]
 
 
+def test_image_spacing_orientation_and_units_come_from_the_header(comm, shared_tmp):
+    """One small labelled cylinder (tumour ball in muscle), stored twice: along k with 2 mm voxels, and along i with
+    the voxel axes flipped and permuted and the spacing in metres; the same mesh, where the headers put it."""
+    import nibabel
+
+    n, h = 24, 2.0  # voxels, mm
+    c = (np.arange(n) + 0.5) * h - n * h / 2
+    X, Y, Z = np.meshgrid(c, c, c, indexing="ij")
+    data = np.zeros(X.shape, np.uint8)
+    data[X**2 + Y**2 <= 20**2] = 2
+    data[X**2 + Y**2 + Z**2 <= 10**2] = 5
+    plain = np.diag([h, h, h, 1.0])
+    plain[:3, 3] = c[0]
+    # the limb axis (world z) along voxel i, flipped; world x along -k, world y along j; metres
+    turned_data = np.ascontiguousarray(np.transpose(data, (2, 1, 0))[::-1, :, ::-1])
+    turned = np.zeros((4, 4))
+    turned[2, 0], turned[1, 1], turned[0, 2], turned[3, 3] = -h * 1e-3, h * 1e-3, -h * 1e-3, 1.0
+    turned[:3, 3] = [-c[0] * 1e-3, c[0] * 1e-3, -c[0] * 1e-3]
+    if comm.rank == 0:
+        for name, values, affine, unit in (("plain", data, plain, "mm"), ("turned", turned_data, turned, "meter")):
+            image = nibabel.Nifti1Image(values, affine)
+            image.header.set_xyzt_units(unit, "sec")
+            nibabel.save(image, str(shared_tmp / f"{name}.nii.gz"))
+    comm.barrier()
+    got = {}
+    for name in ("plain", "turned"):
+        case = labels_case(shared_tmp / name, shared_tmp / f"{name}.nii.gz", "{ muscle = 2, tumour = 5 }")
+        tm = meshing.generate(case, comm)
+        x = tm.mesh.geometry.x
+        lo = np.array([comm.allreduce(float(v), op=MPI.MIN) for v in x.min(axis=0)])
+        hi = np.array([comm.allreduce(float(v), op=MPI.MAX) for v in x.max(axis=0)])
+        got[name] = (meshing.region_volumes(tm), meshing.boundary_areas(tm), lo, hi)
+    for k in (0, 1):
+        for key, value in got["plain"][k].items():
+            assert got["turned"][k][key] == pytest.approx(value, rel=1e-6), key
+    for k in (2, 3):
+        assert got["turned"][k] == pytest.approx(got["plain"][k], abs=1e-8)  # VTK keeps points in float32
+    assert got["plain"][2][2] == pytest.approx(-0.024) and got["plain"][3][2] == pytest.approx(0.024)
+
+
 @pytest.mark.parametrize(
     "labels, message",
     [
