@@ -8,7 +8,7 @@ CASE ?= cases/ilp-tm-sarcoma-leg
 NP ?= 2
 export OMP_NUM_THREADS := 1
 
-.PHONY: run test lint test-serial test-mpi clean
+.PHONY: run test lint test-serial test-mpi clean synthetic-leg example paraview-trixie
 
 $(BIN)/isolimb: pyproject.toml
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
@@ -19,6 +19,21 @@ $(BIN)/isolimb: pyproject.toml
 run: $(BIN)/isolimb
 	$(BIN)/isolimb check $(CASE) > /dev/null
 	$(BIN)/mpiexec -n $(NP) $(BIN)/isolimb run $(CASE) --force
+
+# The example of a mesh from a labelled image (cases/ilp-synthetic-leg-image/README.md): make the image, then run.
+meshes/synthetic-leg.nii.gz: meshes/synthetic_leg.py $(BIN)/isolimb
+	$(BIN)/python meshes/synthetic_leg.py -o $@
+
+synthetic-leg: meshes/synthetic-leg.nii.gz
+
+example: meshes/synthetic-leg.nii.gz
+	$(BIN)/isolimb check cases/ilp-synthetic-leg-image > /dev/null
+	$(BIN)/mpiexec -n $(NP) $(BIN)/isolimb run cases/ilp-synthetic-leg-image --force
+
+# ParaView 5.13 (Debian trixie, with ADIOS2) in a chroot under .cache/ for the tests that open VTX and VTKHDF:
+# root, about 3 min and 2.3 GB once; then the tests find it (tests/paraview/trixie.sh).
+paraview-trixie:
+	tests/paraview/trixie.sh build
 
 lint: $(BIN)/isolimb
 	$(BIN)/ruff check solver tests

@@ -152,7 +152,55 @@ class FileMesh(Strict):
     refine: Annotated[int, Field(ge=0, le=4)] = 0  # uniform refinements in parallel after reading (8x cells each)
 
 
-MeshSpec = Annotated[LimbMesh | SphereMesh | SlabMesh | CylinderMesh | FileMesh, Field(discriminator="generator")]
+class SurfacesMesh(Strict):
+    """One closed surface per region (STL, OBJ, PLY or any meshio format), meshed with gmsh (solver.mesh_surfaces).
+
+    Regions are nested (an inner surface makes a cavity in the region around it) or touch along shared triangles.
+    ``axis`` points along the limb from the distal to the proximal end: the exterior faces lying across it at its
+    ends are the ``distal`` and ``proximal`` cuts, the rest ``skin_surface``. Cell sizes are the limb preset's.
+    """
+
+    generator: Literal["surfaces"]
+    surfaces: dict[Literal[REGIONS], str | list[str]]  # type: ignore[valid-type]
+    scale: Annotated[float, Field(gt=0)] = 1.0  # multiply coordinates by this to get metres (0.001: mm)
+    axis: tuple[float, float, float] = (0.0, 0.0, 1.0)
+    # a cut named by a surface file instead (open or closed): the exterior faces lying on it
+    cuts: dict[Literal["proximal", "distal"], str] = {}
+    preset: Literal["leg", "arm"] = "leg"  # cell sizes of this limb preset
+    size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+
+    @model_validator(mode="after")
+    def _axis(self) -> SurfacesMesh:
+        if not any(self.axis):
+            raise ValueError("axis: expected a direction (distal to proximal), not (0, 0, 0)")
+        return self
+
+
+class LabelsMesh(Strict):
+    """A labelled image (NIfTI) and the region of each label value (solver.mesh_labels; needs nibabel).
+
+    Spacing, orientation and units come from the image header; ``axis`` is in the image's world (RAS) frame.
+    """
+
+    generator: Literal["labels"]
+    path: str
+    labels: dict[Literal[REGIONS], Annotated[int, Field(gt=0)]]  # type: ignore[valid-type]
+    axis: tuple[float, float, float] = (0.0, 0.0, 1.0)  # RAS z: inferior (distal) to superior (proximal)
+    smoothing_iterations: Annotated[int, Field(ge=0, le=200)] = 6  # 0: the staircase of the voxels
+    preset: Literal["leg", "arm"] = "leg"
+    size_factor: Annotated[float, Field(gt=0.05, le=20)] = 1.0
+
+    @model_validator(mode="after")
+    def _axis(self) -> LabelsMesh:
+        if not any(self.axis):
+            raise ValueError("axis: expected a direction (distal to proximal), not (0, 0, 0)")
+        return self
+
+
+MeshSpec = Annotated[
+    LimbMesh | SphereMesh | SlabMesh | CylinderMesh | FileMesh | SurfacesMesh | LabelsMesh,
+    Field(discriminator="generator"),
+]
 
 
 # ---------------------------------------------------------------------------------------- parameters
@@ -431,7 +479,7 @@ def _with_defaults(raw: dict[str, Any]) -> dict[str, Any]:
 
 # Tags of the discriminated unions: pydantic puts them in an error's location, the case file does not have them.
 _UNION_TAGS = {
-    "mesh": {"limb", "sphere", "slab", "cylinder", "file"},
+    "mesh": {"limb", "sphere", "slab", "cylinder", "file", "surfaces", "labels"},
     **{kind: {"no_flux", "fixed", "robin"} for kind in ("pressure", "heat", "drug")},
 }
 
@@ -511,11 +559,43 @@ def parse_case_tree(raw: dict, path: Path) -> Case:
         if not mesh_path.is_file():
             raise CaseError(f"{path}: mesh.path = {case.mesh.path!r}: mesh file not found ({mesh_path})")
         case = case.model_copy(update={"mesh": case.mesh.model_copy(update={"path": str(mesh_path)})})
+    case = _resolve_inputs(path, case)
     _check_names(path, case, raw)
     _check_values(path, case, raw)
     _check_protocol(path, case, raw)
     _check_petsc(path, case)
     _check_geometry(path, case)
+    return case
+
+
+def _resolve_inputs(path: Path, case: Case) -> Case:
+    """Paths of surface files and label images, relative to the case file; each file must exist."""
+    m = case.mesh
+    if isinstance(m, LabelsMesh):
+        image = (path.parent / m.path).resolve()
+        if not image.is_file():
+            raise CaseError(f"{path}: mesh.path = {m.path!r}: image file not found ({image})")
+        return case.model_copy(update={"mesh": m.model_copy(update={"path": str(image)})})
+    if isinstance(m, SurfacesMesh):
+        found: dict[str, str | list[str]] = {}
+        for name, given in m.surfaces.items():
+            listed = [given] if isinstance(given, str) else list(given)
+            if not listed:
+                raise CaseError(f"{path}: mesh.surfaces.{name} = []: expected a surface file name")
+            resolved = []
+            for item in listed:
+                file = (path.parent / item).resolve()
+                if not file.is_file():
+                    raise CaseError(f"{path}: mesh.surfaces.{name} = {item!r}: surface file not found ({file})")
+                resolved.append(str(file))
+            found[name] = resolved[0] if isinstance(given, str) else resolved
+        cuts = {}
+        for name, item in m.cuts.items():
+            file = (path.parent / item).resolve()
+            if not file.is_file():
+                raise CaseError(f"{path}: mesh.cuts.{name} = {item!r}: surface file not found ({file})")
+            cuts[name] = str(file)
+        return case.model_copy(update={"mesh": m.model_copy(update={"surfaces": found, "cuts": cuts})})
     return case
 
 
@@ -533,13 +613,17 @@ def region_names(case: Case) -> tuple[str, ...]:
         return ("tumour", "muscle") if m.outer_radius else ("tumour",)
     if isinstance(m, (SlabMesh, CylinderMesh)):
         return (m.region,)
+    if isinstance(m, SurfacesMesh):
+        return tuple(m.surfaces)
+    if isinstance(m, LabelsMesh):
+        return tuple(m.labels)
     return tuple(m.regions)
 
 
 def boundary_names(case: Case) -> tuple[str, ...]:
     """Boundary names the case's mesh will carry."""
     m = case.mesh
-    if isinstance(m, (LimbMesh, CylinderMesh)):
+    if isinstance(m, (LimbMesh, CylinderMesh, SurfacesMesh, LabelsMesh)):
         return BOUNDARIES
     if isinstance(m, SphereMesh):
         return ("outer",)

@@ -23,9 +23,11 @@ from solver.case import (
     Case,
     CylinderMesh,
     FileMesh,
+    LabelsMesh,
     LimbMesh,
     SlabMesh,
     SphereMesh,
+    SurfacesMesh,
     boundary_names,
     region_names,
 )
@@ -208,6 +210,9 @@ def check_geometry(case: Case) -> None:
     if isinstance(spec, FileMesh):
         check_file_mesh(spec)
         return
+    if isinstance(spec, (SurfacesMesh, LabelsMesh)):  # surfaces and images: solver.mesh_surfaces, mesh_labels
+        _check_imported_surfaces(spec)
+        return
     if isinstance(spec, SphereMesh):
         if spec.outer_radius is not None and spec.outer_radius <= spec.radius:
             raise MeshError(f"mesh.outer_radius = {spec.outer_radius:g} m: must exceed mesh.radius = {spec.radius:g} m")
@@ -341,6 +346,15 @@ def _tag_groups(gmsh, volumes: dict[str, list[int]], classify) -> None:
         faces.setdefault(classify(np.array(centre)), []).append(abs(tag))
     for name, tags in faces.items():
         gmsh.model.addPhysicalGroup(2, sorted(tags), BOUNDARY_IDS[name], name=name)
+
+
+def _size_field(gmsh, surfaces_fine: list[int], fine: float, coarse: float, spread: float) -> int:
+    """Cell size ``fine`` on the given surfaces, growing linearly to ``coarse`` at distance ``spread`` (a sampled
+    Distance field: the surfaces and labels generators, whose surfaces have no closed-form distance)."""
+    dist = gmsh.model.mesh.field.add("Distance")
+    gmsh.model.mesh.field.setNumbers(dist, "SurfacesList", surfaces_fine)
+    gmsh.model.mesh.field.setNumber(dist, "Sampling", 100)
+    return _threshold(gmsh, dist, fine, coarse, spread)
 
 
 def _math_field(gmsh, expression: str) -> int:
@@ -570,11 +584,31 @@ def build_cylinder(gmsh, spec: CylinderMesh) -> None:
     _benchmark_size(gmsh, spec, distance, spec.boundary_size, spec.boundary_layer)
 
 
+def _check_imported_surfaces(spec: SurfacesMesh | LabelsMesh) -> None:
+    from solver import mesh_labels, mesh_surfaces
+
+    mesh_surfaces.check(spec) if isinstance(spec, SurfacesMesh) else mesh_labels.check(spec)
+
+
+def build_surfaces(gmsh, spec: SurfacesMesh) -> None:
+    from solver import mesh_surfaces
+
+    mesh_surfaces.build_surfaces(gmsh, spec)
+
+
+def build_labels(gmsh, spec: LabelsMesh) -> None:
+    from solver import mesh_labels
+
+    mesh_labels.build_labels(gmsh, spec)
+
+
 BUILDERS = {
     LimbMesh: build_limb,
     SphereMesh: build_sphere,
     SlabMesh: build_slab,
     CylinderMesh: build_cylinder,
+    SurfacesMesh: build_surfaces,
+    LabelsMesh: build_labels,
 }
 
 
@@ -655,7 +689,7 @@ def generate(case: Case, comm: MPI.Comm) -> TaggedMesh:
         tm = import_mesh(case, comm)
     else:
         tm = _run_gmsh(comm, case, BUILDERS[type(case.mesh)])
-    for _ in range(case.mesh.refine):
+    for _ in range(getattr(case.mesh, "refine", 0)):  # surfaces and labels meshes have no refine option yet
         tm = refine(tm)
     return tm
 

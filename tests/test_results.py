@@ -152,6 +152,130 @@ def test_paraview_opens_the_results_and_the_script_draws_a_picture(small, tmp_pa
     assert png.exists() and png.stat().st_size > 20_000  # a rendered picture, not an empty frame
 
 
+# ParaView >= 5.12 (VTX, transient VTKHDF): Debian trixie's 5.13 in a chroot (tests/paraview/trixie.sh), which .ci/run
+# and `make paraview-trixie` build once; .ci/run sets ISOLIMB_REQUIRE_PARAVIEW_TRIXIE=1 so a missing chroot fails there.
+TRIXIE = ROOT / "tests" / "paraview" / "trixie.sh"
+TRIXIE_DIR = Path(os.environ.get("ISOLIMB_PARAVIEW_CHROOT", ROOT / ".cache" / "paraview-trixie"))
+TRIXIE_REQUIRED = os.environ.get("ISOLIMB_REQUIRE_PARAVIEW_TRIXIE") == "1"
+
+PARAVIEW_READ_ALL = """
+import json, sys
+from paraview import servermanager, simple
+pm = servermanager.vtkSMProxyManager
+out = {"version": [pm.GetVersionMajor(), pm.GetVersionMinor(), pm.GetVersionPatch()], "files": {}}
+for path in sys.argv[1:]:
+    if path.endswith(".bp"):
+        reader = simple.ADIOS2VTXReader(FileName=path)
+    else:
+        reader = simple.VTKHDFReader(FileName=[path])
+    reader.UpdatePipelineInformation()
+    times = [float(t) for t in reader.TimestepValues]
+    merged = simple.MergeBlocks(Input=reader)  # VTX gives a multiblock (one block per writer rank)
+    steps = []
+    for t in times:
+        merged.UpdatePipeline(t)
+        data = servermanager.Fetch(merged)
+        ranges = {}
+        for kind, arrays in (("points", data.GetPointData()), ("cells", data.GetCellData())):
+            for i in range(arrays.GetNumberOfArrays()):
+                array = arrays.GetArray(i)
+                if array.GetName() == "vtkOriginalPointIds":  # made by MergeBlocks
+                    continue
+                component = -1 if array.GetNumberOfComponents() > 1 else 0  # vectors: the magnitude
+                ranges[array.GetName()] = [kind] + list(array.GetRange(component))
+        steps.append(ranges)
+    out["files"][path] = {"reader": reader.GetXMLName(), "times": times, "steps": steps,
+                          "cells": data.GetNumberOfCells()}
+print("RESULT " + json.dumps(out))
+"""
+
+
+def _trixie() -> None:
+    why = None
+    if not (TRIXIE_DIR / ".isolimb-ready").exists():
+        log = Path(str(TRIXIE_DIR) + ".log")
+        tail = " | ".join(log.read_text().strip().splitlines()[-3:]) if log.exists() else "never built"
+        why = f"no ParaView 5.13 chroot at {TRIXIE_DIR} (make paraview-trixie, as root; last build: {tail})"
+    elif os.geteuid() != 0:
+        why = "the ParaView 5.13 chroot needs root to run (unshare, mount, chroot)"
+    if why:
+        if TRIXIE_REQUIRED:
+            pytest.fail(f"{why} (ISOLIMB_REQUIRE_PARAVIEW_TRIXIE=1)")
+        pytest.skip(why)
+
+
+def _in_trixie(binds: list[Path], *command: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(TRIXIE), "run", str(TRIXIE_DIR), *map(str, binds), "--", "xvfb-run", "-a", "pvbatch", *command],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _pyvista_ranges(path: Path) -> tuple[list[float], list[dict[str, list[float]]]]:
+    """Times and, per time, the range of every array of ``fields.vtkhdf`` as the vtk wheel (pyvista) reads it."""
+    import pyvista as pv
+    from vtkmodules.vtkCommonExecutionModel import vtkStreamingDemandDrivenPipeline
+
+    reader = pv.get_reader(str(path))
+    reader.reader.UpdateInformation()
+    times = [float(t) for t in reader.reader.GetOutputInformation(0).Get(vtkStreamingDemandDrivenPipeline.TIME_STEPS())]
+    steps = []
+    for k in range(len(times)):
+        reader.reader.SetStep(k)
+        grid = reader.read()
+        ranges = {}
+        for name in [*grid.point_data, *grid.cell_data]:
+            values = np.asarray(grid[name], float)
+            values = np.linalg.norm(values, axis=1) if values.ndim == 2 else values
+            ranges[name] = [float(values.min()), float(values.max())]
+        steps.append(ranges)
+    return times, steps
+
+
+@pytest.mark.serial
+def test_paraview_513_opens_every_output_format_and_draws_a_picture(small, tmp_path):
+    """VTX (BP4) and transient VTKHDF in Debian trixie's ParaView 5.13: the expected readers (ADIOS2VTXReader; the
+    VTKHDFReader proxy is vtkHDFReader, XML name HDFReader), every array and time,
+    ranges equal to what pyvista reads from fields.vtkhdf, and open_in_paraview.py's picture."""
+    _trixie()
+    script = tmp_path / "read_all.py"
+    script.write_text(PARAVIEW_READ_ALL)
+    files = [small / "fields_P1.bp", small / "fields_P0.bp", small / results.FIELDS_VTKHDF]
+    done = _in_trixie([small, tmp_path], str(script), *map(str, files))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    seen = json.loads(next(line for line in done.stdout.splitlines() if line.startswith("RESULT "))[7:])
+    assert seen["version"][:2] >= [5, 12], seen["version"]
+    times, expected = _pyvista_ranges(small / results.FIELDS_VTKHDF)
+    assert times == [0.0, 600.0, 1200.0, 1800.0, 2400.0, 3000.0, 3600.0, 3900.0]
+    readers = {Path(p).name: f["reader"] for p, f in seen["files"].items()}
+    assert readers == {
+        "fields_P1.bp": "ADIOS2VTXReader",
+        "fields_P0.bp": "ADIOS2VTXReader",
+        "fields.vtkhdf": "HDFReader",
+    }
+    p1, p0, vtkhdf = (seen["files"][str(f)] for f in files)
+    for opened in (p1, p0, vtkhdf):
+        assert opened["times"] == times
+    point_arrays = {n for n, r in vtkhdf["steps"][0].items() if r[0] == "points"}
+    cell_arrays = {n for n, r in vtkhdf["steps"][0].items() if r[0] == "cells"}
+    assert set(expected[0]) == point_arrays | cell_arrays  # ParaView sees every array pyvista sees, and no other
+    assert {"T_degC", "AUC_melphalan_mg_min_per_L", "p_mmHg", "C_melphalan_mg_per_L"} <= point_arrays
+    assert set(p1["steps"][0]) == point_arrays  # VTX: every P1 field in fields_P1.bp, the DG0 ones in fields_P0.bp
+    assert set(p0["steps"][0]) == cell_arrays - {"region"} == {"u_um_per_s"}
+    for k in range(len(times)):
+        for name, (lo, hi) in expected[k].items():
+            assert vtkhdf["steps"][k][name][1:] == pytest.approx([lo, hi], rel=1e-12, abs=1e-12), (name, k)
+            vtx = p1 if name in point_arrays else p0
+            if name != "region":
+                assert vtx["steps"][k][name][1:] == pytest.approx([lo, hi], rel=1e-9, abs=1e-12), (name, k)
+    png = tmp_path / "view513.png"
+    done = _in_trixie([small, tmp_path], str(small / results.PARAVIEW_SCRIPT), "--png", str(png))
+    assert done.returncode == 0, (done.stdout + done.stderr)[-3000:]
+    assert png.exists() and png.stat().st_size > 20_000  # a rendered picture, not an empty frame
+
+
 @pytest.mark.serial
 def test_report_has_every_section_and_picture(small):
     path = report.build(small)
