@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import gc
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -14,6 +17,17 @@ import solver  # noqa: F401  (loads MPI before dolfinx)
 
 ROOT = Path(__file__).resolve().parents[1]
 CASES = ROOT / "cases"
+BIN = Path(sys.executable).parent
+
+
+def isolimb_cli(*args: str, ranks: int = 1, timeout: float = 600) -> subprocess.CompletedProcess:
+    """``isolimb ARGS`` in a fresh process (under ``mpiexec -n ranks`` when ranks > 1), from the repository root,
+    without the MPI environment of a test that itself runs under mpiexec."""
+    command = [str(BIN / "isolimb"), *args]
+    if ranks > 1:
+        command = [str(BIN / "mpiexec"), "-n", str(ranks), *command]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI", "HYDRA"))}
+    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=timeout)
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import subprocess
 
 import pytest
@@ -14,9 +13,8 @@ from mpi4py import MPI
 from solver import converge
 from solver.case import parse_case
 
-from .conftest import CASES, ROOT
+from .conftest import CASES, ROOT, isolimb_cli
 
-BIN = ROOT / ".venv" / "bin"
 MMHG = 133.322387415
 
 
@@ -48,11 +46,7 @@ def test_richardson_oscillating_and_flat():
 
 
 def _cli(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
-    command = [str(BIN / "isolimb"), *args]
-    if ranks > 1:
-        command = [str(BIN / "mpiexec"), "-n", str(ranks), *command]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI", "HYDRA"))}
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=600)
+    return isolimb_cli(*args, ranks=ranks, timeout=600)
 
 
 @pytest.mark.serial

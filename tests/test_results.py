@@ -19,7 +19,7 @@ from solver import plots, report, results
 from solver.case import parse_case
 from solver.probe import line_points, probe
 from solver.simulation import run_case
-from tests.conftest import CASES, ROOT
+from tests.conftest import CASES, ROOT, isolimb_cli
 
 COMM = MPI.COMM_WORLD
 BIN = Path(sys.executable).parent
@@ -315,11 +315,7 @@ def test_probe_matches_baxter_jain_at_any_rank_count(sphere):
 
 
 def _cli(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
-    command = [str(BIN / "isolimb"), *args]
-    if ranks > 1:
-        command = [str(BIN / "mpiexec"), "-n", str(ranks), *command]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PMI_", "MPI", "HYDRA"))}
-    return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, env=env, timeout=300)
+    return isolimb_cli(*args, ranks=ranks, timeout=300)
 
 
 @pytest.mark.serial
