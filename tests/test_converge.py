@@ -13,7 +13,7 @@ from mpi4py import MPI
 from solver import converge
 from solver.case import parse_case
 
-from .conftest import CASES, ROOT, isolimb_cli
+from .conftest import CASES, isolimb_cli
 
 MMHG = 133.322387415
 
