@@ -235,6 +235,14 @@ class StopFlag:
                 self._previous[s] = signal.signal(s, self._handle)
         except ValueError:  # not the main thread (e.g. some test runners): no signal handling
             self._previous.clear()
+        from solver import _early
+
+        if _early.received and self.received is None:  # asked for while the command was starting
+            self.received = signal.Signals(_early.received[-1]).name
+            _early.received.clear()
+        for signum, previous in self._previous.items():
+            if previous is _early._note:  # what the handlers go back to at the end: the default action
+                self._previous[signum] = signal.SIG_DFL
         return self
 
     def reassert(self) -> None:

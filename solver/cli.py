@@ -461,6 +461,10 @@ def main(argv: list[str] | None = None) -> int:
 
     comm = MPI.COMM_WORLD  # the only place the world communicator is taken
     args = parser().parse_args(argv)
+    if args.func is not cmd_run:  # only a run stops with a checkpoint: the others end as a signal ends them
+        from solver import _early
+
+        _early.replay()
     try:
         args.func(args, comm)
     except RunStopped:  # on request, with a checkpoint; the log said where
