@@ -349,6 +349,10 @@ def cmd_sweep(args: argparse.Namespace, comm: MPI.Comm) -> None:
             print(f"then:   isolimb collect {out}")
         except sweep.SweepError as err:
             problem = str(err)
+        except OSError as err:  # a full disk, a read-only folder, a file where a folder should be
+            from solver.storage import describe
+
+            problem = f"sweep -o {out}: {describe(err)}"
     refuse_if(comm, problem)
 
 
@@ -364,6 +368,10 @@ def cmd_collect(args: argparse.Namespace, comm: MPI.Comm) -> None:
                 print(f"isolimb: warning: {len(missing)} run(s) not finished: {', '.join(missing)}", file=sys.stderr)
         except sweep.SweepError as err:
             problem = str(err)
+        except OSError as err:
+            from solver.storage import describe
+
+            problem = f"collect {args.folder}: {describe(err)}"
     refuse_if(comm, problem)
 
 
