@@ -80,7 +80,10 @@ def _folder_problem(folder: Path) -> str | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        return f"cannot create folder {folder}: {err.strerror or err}"
+        from solver.storage import describe
+
+        err.filename = err.filename2 = None  # the folder is named already
+        return f"cannot create folder {folder}: {describe(err)}"
     if not os.access(folder, os.W_OK):
         return f"cannot write in folder {folder}: not writable"
     return None

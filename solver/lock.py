@@ -161,7 +161,8 @@ def acquire(folder: Path, command: str, create: bool = True) -> bool:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise LockError(f"cannot create results folder {folder}: {err.strerror or err}") from None
+            err.filename = err.filename2 = None  # the folder is named already
+            raise LockError(f"cannot create results folder {folder}: {storage.describe(err)}") from None
     path = folder / LOCK_NAME
     content = json.dumps(
         {
