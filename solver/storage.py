@@ -10,8 +10,8 @@ Two kinds of writers fill a results folder:
 - C and C++ libraries on every rank (HDF5 for ``mesh.xdmf`` and the field files, ADIOS2 for VTX). They abort the
   process on a full disk (an HDF5 assertion, an uncaught ADIOS2 exception: exit 134 or 139). Before each such
   write :meth:`Storage.check` makes sure the device has room for it, estimated from the mesh and from what the
-  previous write of the same kind took, plus :data:`MARGIN`; short of that every rank stops with one line
-  before the library is called.
+  previous write of the same kind took, plus :data:`MARGIN`, and that the folder is still writable; short of that
+  every rank stops with one line before the library is called.
 
 A disk filled by another program between the check and the write can still end the run the hard way.
 """
@@ -88,6 +88,8 @@ class Storage:
         from solver.output import OutputError
 
         problem = self.problem
+        if problem is None and self.comm.rank == 0 and need > 0 and not os.access(self.folder, os.W_OK):
+            problem = f"{self.folder}: cannot write {what or 'the results'}: the folder is no longer writable"
         if problem is None and self.comm.rank == 0 and need >= 0:
             free = self.free()
             if free is not None and free < need + MARGIN:

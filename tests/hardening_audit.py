@@ -547,7 +547,28 @@ def markdown(probes: list[Probe], tmp: Path) -> str:
         cells = [shown(p.results[n], tmp) if n in p.results else "-" for n in (1, 2)]
         ok = all(r.ok for r in p.results.values())
         rows.append(f"| {i} | {p.name} | {p.before} | {cells[0]} | {cells[1]} | {'yes' if ok else '**no**'} |")
-    return "\n".join(head + rows) + "\n"
+    return "\n".join(head + rows + LIMITS) + "\n"
+
+
+LIMITS = [
+    "",
+    "## Limits, and what is not promised",
+    "",
+    "- A full disk is caught before HDF5 and ADIOS2 write (they abort the process on ENOSPC, exit 134): room for each",
+    "  write is checked first (the mesh, each output time, each checkpoint, with 1 MiB to spare; estimated from the",
+    "  mesh and from what the previous write took). A disk filled by another program between the check and the",
+    "  write can still abort the run. Python's writes (case.toml, run.log, timeseries.csv, JSON, checkpoints) are",
+    "  caught whatever their error and end every rank at the next step.",
+    "- A folder made unwritable while a run writes to it is caught at the next check (before each output time and",
+    "  checkpoint) when the operating system reports it (`os.access`); as root only a read-only mount is unwritable.",
+    "- Stop requests are kept from the package's first line (about 0.1 s after the command starts); one in the very",
+    "  first moments, while Python itself starts, still ends the process as the signal ends any program.",
+    "- MPICH's `mpiexec` forwards one SIGTERM to the ranks; on a second it may abort the job whatever the program",
+    "  does (measured here: 75, with a checkpoint). SLURM sends SIGUSR1 first (`--signal`): use that.",
+    "- `isolimb check` checks every shape against itself, but cannot foresee every mesher failure (a limb whose",
+    "  layers are far thinner than its cells): such a case fails while meshing, with one line naming the case file",
+    "  and exit 2, and its results folder holds the run.log that says so.",
+]
 
 
 def main() -> int:
