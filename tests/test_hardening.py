@@ -835,10 +835,10 @@ def test_a_full_disk_is_one_line_on_every_rank(ranks, size, fragment, tmp_path, 
 def test_a_read_only_results_folder_is_one_line(tmp_path, tmpfs):
     disk = tmpfs("1m", read_only=True)
     case = write_case(tmp_path / "case", SLAB)
-    for out, fragment in ((disk / "new", "Read-only file system"), (disk / "empty", "read-only file system")):
+    for out in (disk / "new", disk / "empty"):
         done = _isolimb(1, "run", str(case), "-o", str(out), "-q")
         assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
-        assert fragment in done.stderr and str(out) in done.stderr
+        assert "read-only file system" in done.stderr and str(out) in done.stderr
 
 
 def test_an_io_error_on_one_rank_ends_every_rank(shared_tmp, comm):
