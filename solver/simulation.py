@@ -337,10 +337,11 @@ class Simulation:
                     recorder.record(t, row, output_time)
 
     def _field_bytes(self) -> int:
-        """About what one output time adds to the field files (every format, 8 bytes a value, vectors of 3)."""
+        """About what one output time adds to the field files before one was measured: every field (agent fields
+        per agent, the velocity as 3, the region ids) in every format, 8 bytes a value."""
         dofs = self.model.V.dofmap.index_map.size_global
-        arrays = len(self.model.case.output.fields) * max(1, len(self.model.agents)) + 2
-        return 8 * 3 * arrays * dofs * max(1, len(self.model.case.output.formats)) + 256 * 1024
+        arrays = len(self.model.case.output.fields) * max(1, len(self.model.agents)) + 4
+        return 8 * arrays * dofs * max(1, len(self.model.case.output.formats)) + 256 * 1024
 
     def _is_output_time(self, t: float) -> bool:
         interval = self.model.case.output.interval
