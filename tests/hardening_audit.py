@@ -5,6 +5,7 @@ not, the message) and judged against README.md's promise.
     .venv/bin/python tests/hardening_audit.py                       # prints the table, exit 1 if a promise is broken
     .venv/bin/python tests/hardening_audit.py --markdown docs/hardening.md --json audit.json
     .venv/bin/python tests/hardening_audit.py --only signal --ranks 1   # a few probes (substring of their names)
+    .venv/bin/python tests/hardening_audit.py --from-json audit.json --markdown docs/hardening.md  # table only
 
 A few minutes on two cores. The full-disk and read-only probes mount a small tmpfs and need root (skipped, with the
 reason, otherwise). tests/test_hardening.py holds the same checks as fast tests; this script is the audit the
@@ -516,7 +517,9 @@ def shown(out: Outcome, tmp: Path) -> str:
     if out.lines:
         message = out.lines[0] if len(out.lines) == 1 else f"{len(out.lines)} lines: {out.lines[-1]}"
         message = message.replace(str(tmp), "<tmp>").replace(str(ROOT) + "/", "")
+        message = re.sub(r"/[^ ']*/isolimb-audit-[^/ ']+", "<tmp>", message)
         message = re.sub(r"<tmp>/[^/ ]*?/", "<tmp>/", message)
+        message = re.sub(r"pid \d+ on [^ ]+ since [0-9-]+ [0-9:]+", "pid P on HOST since TIME", message)
         text += (
             f", one line: `{message[:160]}{'...' if len(message) > 160 else ''}`"
             if out.one_line()
@@ -545,6 +548,8 @@ def markdown(probes: list[Probe], tmp: Path) -> str:
     rows = []
     for i, p in enumerate(probes, 1):
         cells = [shown(p.results[n], tmp) if n in p.results else "-" for n in (1, 2)]
+        if cells[1] == cells[0]:
+            cells[1] = "the same"
         ok = all(r.ok for r in p.results.values())
         rows.append(f"| {i} | {p.name} | {p.before} | {cells[0]} | {cells[1]} | {'yes' if ok else '**no**'} |")
     return "\n".join(head + rows + LIMITS) + "\n"
@@ -577,8 +582,20 @@ def main() -> int:
     ap.add_argument("--ranks", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--markdown", type=Path, help="write the table here (e.g. docs/hardening.md)")
     ap.add_argument("--json", type=Path, help="write the raw outcomes here")
+    ap.add_argument("--from-json", type=Path, help="only write the table again from outcomes saved with --json")
     args = ap.parse_args()
     probes = [p for p in PROBES if not args.only or args.only.lower() in p.name.lower()]
+    if args.from_json:
+        raw = json.loads(args.from_json.read_text())
+        for p in probes:
+            for n, r in raw.get(p.name, {}).items():
+                p.results[int(n)] = Outcome(r["code"], r["stderr"], ok=r["ok"], note=r["note"])
+        table = markdown(probes, Path("/nonexistent"))
+        if args.markdown:
+            args.markdown.write_text(table)
+        else:
+            print(table)
+        return 0
     tmp = Path(tempfile.mkdtemp(prefix="isolimb-audit-"))
     try:
         for i, p in enumerate(probes, 1):
