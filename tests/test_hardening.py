@@ -887,11 +887,45 @@ def test_a_checkpoint_that_cannot_be_written_fails_on_every_rank(shared_tmp, com
         assert not (shared_tmp / ".checkpoint.tmp").exists()
 
 
+def _wait_for_handlers(pid: int, ranks: int, timeout: float = 60) -> None:
+    """Until ``ranks`` Python processes under ``pid`` (itself included) catch SIGUSR1 (``SigCgt`` in /proc)."""
+
+    def tree() -> list[int]:
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo += children.get(p, [])
+        return out
+
+    def catches(p: int) -> bool:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            return False
+        mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        return "python" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace") and bool(
+            mask & (1 << (signal.SIGUSR1 - 1))
+        )
+
+    deadline = time.monotonic() + timeout
+    while sum(catches(p) for p in tree()) < ranks:
+        assert time.monotonic() < deadline, "the command never caught SIGUSR1"
+        time.sleep(0.01)
+
+
 @pytest.mark.serial
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_a_stop_asked_for_while_the_command_starts_is_kept(ranks, tmp_path):
-    """Issue 16: SIGUSR1 then SIGTERM 0.3 s after the command starts (importing, before the run's handlers exist)
-    stop the run with exit 75 and a checkpoint at t = 0, instead of killing it (138, 143)."""
+    """Issue 16: SIGUSR1 then SIGTERM as soon as the command catches them (importing, long before the run's own
+    handlers exist) stop the run with exit 75 and a checkpoint at t = 0, instead of killing it (138, 143)."""
     bin_ = Path(sys.executable).parent
     out = tmp_path / "r"
     command = [str(bin_ / "isolimb"), "run", str(CASES / "student-small"), "-o", str(out), "-q"]
@@ -899,7 +933,7 @@ def test_a_stop_asked_for_while_the_command_starts_is_kept(ranks, tmp_path):
         command = [str(bin_ / "mpiexec"), "-n", str(ranks), *command]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(0.3)
+    _wait_for_handlers(job.pid, ranks)  # the package's first line ran (on a loaded machine: more than 0.3 s)
     job.send_signal(signal.SIGUSR1)
     time.sleep(0.2)
     job.send_signal(signal.SIGTERM if ranks == 1 else signal.SIGUSR1)
