@@ -3,7 +3,9 @@ two): SIGUSR1 and SIGTERM are noted from the package's first line instead of kil
 takes them over when it installs its own handlers (:class:`solver.checkpoint.StopFlag`); other commands replay
 them with the default action (:func:`replay`).
 
-Only the ``isolimb`` program (or ``python -m solver``) is affected, never a program that imports the package.
+Only the ``isolimb`` program (or ``python -m solver``) is affected, never a program that imports the package. There,
+PETSc is also told to install no signal handlers of its own (``-no_signal_handler`` in ``PETSC_OPTIONS``): they took
+SIGTERM over while dolfinx loaded (exit 59 with PETSc's banner), and a crash is the same crash without them.
 """
 
 from __future__ import annotations
@@ -30,7 +32,10 @@ def _is_the_command() -> bool:
 
 
 installed = False
-if _is_the_command() and threading.current_thread() is threading.main_thread():
+IS_COMMAND = _is_the_command()
+if IS_COMMAND:  # PETSc's own handlers (installed when dolfinx loads) would take SIGTERM over: "Caught signal 15", 59
+    os.environ["PETSC_OPTIONS"] = f"{os.environ.get('PETSC_OPTIONS', '')} -no_signal_handler".strip()
+if IS_COMMAND and threading.current_thread() is threading.main_thread():
     for _s in SIGNALS:
         if signal.getsignal(_s) == signal.SIG_DFL:
             signal.signal(_s, _note)

@@ -185,12 +185,23 @@ def owned(comm: MPI.Comm, folder: Path, command: str, create: bool = True) -> It
 
 def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     from solver import checkpoint
+
+    signals = checkpoint.StopFlag().install()  # from the start: a stop asked for while meshing or compiling is kept
+    try:
+        _run_command(args, comm, signals)
+    finally:
+        from solver import _early
+
+        if not _early.IS_COMMAND:  # called in-process (tests): give the caller its handlers back; the program keeps
+            signals.uninstall()  # them to its end, so that a late request is not the default action
+
+
+def _run_command(args: argparse.Namespace, comm: MPI.Comm, signals) -> None:
     from solver.checkpoint import CheckpointError
     from solver.meshing import MeshError
     from solver.output import OutputError
     from solver.simulation import Stopping
 
-    signals = checkpoint.StopFlag().install()  # from the start: a stop asked for while meshing or compiling is kept
     case = load_case(Path(args.case), comm)
     stopping = Stopping(
         checkpoint_interval=_time_option("--checkpoint-every", args.checkpoint_every),
