@@ -12,6 +12,8 @@ unless the environment says otherwise (set before numpy is loaded).
 
 import os
 
+from solver import _early  # noqa: F401  (first: a stop request while the isolimb command starts is kept)
+
 for _variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_variable, "1")
 

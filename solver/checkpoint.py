@@ -103,9 +103,23 @@ def write(
     problems = comm.allgather(problem)
     if any(problems):
         raise CheckpointError(f"{folder}: the run's state is not finite ({next(p for p in problems if p)})")
-    if comm.rank == 0:
+    failed = ""  # rank 0's I/O error (a full disk, a read-only folder): the others go on gathering, then hear it
+
+    def on_rank_0(write, *args) -> None:
+        nonlocal failed
+        if comm.rank == 0 and not failed:
+            try:
+                write(*args)
+            except OSError as err:
+                from solver.storage import describe
+
+                failed = describe(err)
+
+    def fresh() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir(parents=True)
+
+    on_rank_0(fresh)
     order = None
     spaces: dict[int, np.ndarray | None] = {}  # id(space) -> permutation putting gathered values in key order
     for name, (space, values) in fields.items():
@@ -118,19 +132,27 @@ def write(
                 all_keys = np.concatenate(keys)
                 order = np.argsort(all_keys, kind="stable")
                 if not spaces:  # one key set for all spaces (same degree, same mesh): write it once
-                    np.save(tmp / "keys.npy", all_keys[order])
-                    np.save(tmp / "x.npy", np.concatenate(x)[order])
+                    on_rank_0(np.save, tmp / "keys.npy", all_keys[order])
+                    on_rank_0(np.save, tmp / "x.npy", np.concatenate(x)[order])
             spaces[id(space)] = order
         if comm.rank == 0:
             assert gathered is not None
             perm = spaces[id(space)]
-            np.save(tmp / f"{name}.npy", np.concatenate(gathered)[perm])
-    if comm.rank == 0:
+            on_rank_0(np.save, tmp / f"{name}.npy", np.concatenate(gathered)[perm])
+
+    def swap() -> None:
         (tmp / results.CHECKPOINT_STATE).write_text(text)
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)
         shutil.rmtree(old, ignore_errors=True)
+
+    on_rank_0(swap)
+    failed = comm.bcast(failed, root=0)
+    if failed:
+        if comm.rank == 0:
+            shutil.rmtree(tmp, ignore_errors=True)  # the last whole checkpoint stays as it was
+        raise CheckpointError(f"{folder}: cannot write the checkpoint: {failed}")
     comm.barrier()
     return target
 
@@ -213,6 +235,14 @@ class StopFlag:
                 self._previous[s] = signal.signal(s, self._handle)
         except ValueError:  # not the main thread (e.g. some test runners): no signal handling
             self._previous.clear()
+        from solver import _early
+
+        if _early.received and self.received is None:  # asked for while the command was starting
+            self.received = signal.Signals(_early.received[-1]).name
+            _early.received.clear()
+        for signum, previous in self._previous.items():
+            if previous is _early._note:  # what the handlers go back to at the end: the default action
+                self._previous[signum] = signal.SIG_DFL
         return self
 
     def reassert(self) -> None:

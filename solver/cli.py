@@ -52,6 +52,7 @@ def cmd_check(args: argparse.Namespace, comm: MPI.Comm) -> None:
 
 def cmd_mesh(args: argparse.Namespace, comm: MPI.Comm) -> None:
     from solver import meshing
+    from solver.storage import Storage, mesh_bytes
 
     case = load_case(Path(args.case), comm)
     out = Path(args.output) if args.output else Path(args.case) / "mesh"
@@ -59,10 +60,15 @@ def cmd_mesh(args: argparse.Namespace, comm: MPI.Comm) -> None:
     refuse_if(comm, f"{out}/mesh.xdmf exists; pass --force to overwrite it" if exists else None)
     refuse_if(comm, _folder_problem(out) if comm.rank == 0 else None)
     start = time.perf_counter()
-    tm = meshing.generate(case, comm)
+    try:
+        tm = meshing.generate(case, comm)
+    except meshing.MeshError as err:
+        raise _naming_the_case(args.case, err) from None
     seconds = time.perf_counter() - start
-    meshing.write_mesh(tm, out)
     stats = meshing.mesh_statistics(tm)
+    storage = Storage(comm, out)  # HDF5 aborts on a full disk: room is checked first
+    storage.check(mesh_bytes(int(stats["cells"]), int(stats["vertices"])), "mesh.xdmf")  # type: ignore[call-overload]
+    meshing.write_mesh(tm, out)
     stats["meshing_seconds"] = round(seconds, 2)
     _say(comm, json.dumps(stats, indent=2))
     _say(comm, f"wrote {out / 'mesh.xdmf'} (regions {sorted(tm.regions)}, boundaries {sorted(tm.boundaries)})")
@@ -75,7 +81,10 @@ def _folder_problem(folder: Path) -> str | None:
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as err:
-        return f"cannot create folder {folder}: {err.strerror or err}"
+        from solver.storage import describe
+
+        err.filename = err.filename2 = None  # the folder is named already
+        return f"cannot create folder {folder}: {describe(err)}"
     if not os.access(folder, os.W_OK):
         return f"cannot write in folder {folder}: not writable"
     return None
@@ -177,9 +186,23 @@ def owned(comm: MPI.Comm, folder: Path, command: str, create: bool = True) -> It
 
 def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
     from solver import checkpoint
-    from solver.simulation import Stopping
 
     signals = checkpoint.StopFlag().install()  # from the start: a stop asked for while meshing or compiling is kept
+    try:
+        _run_command(args, comm, signals)
+    finally:
+        from solver import _early
+
+        if not _early.IS_COMMAND:  # called in-process (tests): give the caller its handlers back; the program keeps
+            signals.uninstall()  # them to its end, so that a late request is not the default action
+
+
+def _run_command(args: argparse.Namespace, comm: MPI.Comm, signals) -> None:
+    from solver.checkpoint import CheckpointError
+    from solver.meshing import MeshError
+    from solver.output import OutputError
+    from solver.simulation import Stopping
+
     case = load_case(Path(args.case), comm)
     stopping = Stopping(
         checkpoint_interval=_time_option("--checkpoint-every", args.checkpoint_every),
@@ -190,7 +213,36 @@ def cmd_run(args: argparse.Namespace, comm: MPI.Comm) -> None:
         raise UsageError("--resume continues its own folder: leave out -o/--output, --force and --continue")
     folder = Path(args.resume or args.output or case.output.folder)
     with owned(comm, folder, "isolimb run", create=args.resume is None):
-        _run_in(args, comm, case, folder, stopping)
+        try:
+            _run_in(args, comm, case, folder, stopping)
+        except (MeshError, OutputError, CheckpointError) as err:  # the terminal's one line is run.log's last too
+            err = _naming_the_case(args.case, err)
+            if comm.rank == 0:
+                _log_last_line(folder, f"isolimb: error: {err}")
+            raise err from None
+
+
+def _naming_the_case[E: Exception](case: str, err: E) -> E:
+    """A mesh error found while meshing (gmsh, OpenCASCADE), prefixed with the case file it comes from."""
+    from solver.meshing import MeshError
+
+    source = Path(case) / "case.toml" if Path(case).is_dir() else Path(case)
+    if isinstance(err, MeshError) and not str(err).startswith(str(source)):
+        return type(err)(f"{source}: {err}")
+    return err
+
+
+def _log_last_line(folder: Path, line: str) -> None:
+    """Append ``line`` to ``folder``'s run.log when the run made one (a full disk may refuse it: then the terminal
+    alone says it)."""
+    path = folder / results.RUN_LOG
+    if not path.exists():
+        return
+    try:
+        with open(path, "a") as f:
+            f.write(line + "\n")
+    except OSError:
+        pass
 
 
 def _run_in(args: argparse.Namespace, comm: MPI.Comm, case, folder: Path, stopping) -> None:
@@ -312,6 +364,10 @@ def cmd_sweep(args: argparse.Namespace, comm: MPI.Comm) -> None:
             print(f"then:   isolimb collect {out}")
         except sweep.SweepError as err:
             problem = str(err)
+        except OSError as err:  # a full disk, a read-only folder, a file where a folder should be
+            from solver.storage import describe
+
+            problem = f"sweep -o {out}: {describe(err)}"
     refuse_if(comm, problem)
 
 
@@ -369,6 +425,10 @@ def cmd_collect(args: argparse.Namespace, comm: MPI.Comm) -> None:
                 print(f"isolimb: warning: {len(missing)} run(s) not finished: {', '.join(missing)}", file=sys.stderr)
         except sweep.SweepError as err:
             problem = str(err)
+        except OSError as err:
+            from solver.storage import describe
+
+            problem = f"collect {args.folder}: {describe(err)}"
     refuse_if(comm, problem)
 
 
@@ -515,6 +575,10 @@ def main(argv: list[str] | None = None) -> int:
 
     comm = MPI.COMM_WORLD  # the only place the world communicator is taken
     args = parser().parse_args(argv)
+    if args.func is not cmd_run:  # only a run stops with a checkpoint: the others end as a signal ends them
+        from solver import _early
+
+        _early.replay()
     try:
         args.func(args, comm)
     except RunStopped:  # on request, with a checkpoint; the log said where
@@ -528,6 +592,13 @@ def main(argv: list[str] | None = None) -> int:
         if comm.rank == 0:
             print(f"isolimb: the solver gave up: {err}", file=sys.stderr, flush=True)
         return 1
+    except OSError as err:  # an I/O error no writer caught (raised on this rank alone): one line, end every rank
+        from solver.storage import describe
+
+        print(f"isolimb: error: {describe(err)}", file=sys.stderr, flush=True)
+        if comm.size > 1:
+            comm.Abort(2)
+        return 2
     except Exception as err:
         # Unexpected failure on one rank: report and end all ranks rather than hang.
         print(f"isolimb: internal error on rank {comm.rank}: {type(err).__name__}: {err}", file=sys.stderr)

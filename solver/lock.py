@@ -15,7 +15,6 @@ Only rank 0 touches the file system here; callers broadcast the outcome (``cli.r
 
 from __future__ import annotations
 
-import errno
 import fnmatch
 import json
 import os
@@ -24,7 +23,7 @@ import socket
 import time
 from pathlib import Path
 
-from solver import results
+from solver import results, storage
 
 LOCK_NAME = ".isolimb.lock"
 HEARTBEAT = 60.0  # s between touches of a held lock
@@ -162,7 +161,8 @@ def acquire(folder: Path, command: str, create: bool = True) -> bool:
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise LockError(f"cannot create results folder {folder}: {err.strerror or err}") from None
+            err.filename = err.filename2 = None  # the folder is named already
+            raise LockError(f"cannot create results folder {folder}: {storage.describe(err)}") from None
     path = folder / LOCK_NAME
     content = json.dumps(
         {
@@ -197,12 +197,18 @@ def acquire(folder: Path, command: str, create: bool = True) -> bool:
                 f"{folder} is in use by {describe(owner)}; wait for it to end, or remove {path} if that process is gone"
             ) from None
         except OSError as err:
-            why = "not writable" if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS) else err.strerror
-            raise LockError(f"cannot lock results folder {folder}: {why}") from None
+            err.filename = err.filename2 = None  # the folder is named already
+            raise LockError(f"cannot lock results folder {folder}: {storage.describe(err)}") from None
         try:
             os.write(fd, content.encode())
-        finally:
             os.close(fd)
+        except OSError as err:  # a full disk or quota: no half-written lock left behind
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            path.unlink(missing_ok=True)
+            raise LockError(f"cannot lock results folder {folder}: {storage.describe(err)}") from None
         return True
     raise LockError(f"cannot lock results folder {folder}: the lock keeps changing hands")
 

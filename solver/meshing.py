@@ -173,6 +173,8 @@ MAX_LIMB_LENGTH = 1.5  # m
 MAX_CELLS = 2e7  # estimated tetrahedra of a benchmark mesh (cell_size): more is a unit slip
 MIN_LAYER = 5e-4  # m: thinner skin or fat cannot be meshed at the subcutis cell size
 MIN_TUMOUR_RADIUS = 1e-3  # m: smallest curvature radius of a tumour or necrotic core surface
+MIN_LIMB_LENGTH = 0.05  # m
+MIN_FEATURE = 1e-4  # m: a benchmark dimension below this is a unit slip (and OpenCASCADE's shapes go void near 1e-7)
 
 
 def check_geometry(case: Case) -> None:
@@ -189,8 +191,16 @@ def check_geometry(case: Case) -> None:
                 raise MeshError(
                     f"mesh.{key} = {getattr(geo, key):g} m: expected a limb radius up to {MAX_LIMB_RADIUS:g} m"
                 )
-        if geo.length > MAX_LIMB_LENGTH:
-            raise MeshError(f"mesh.length = {geo.length:g} m: expected a limb length up to {MAX_LIMB_LENGTH:g} m")
+        if not MIN_LIMB_LENGTH <= geo.length <= MAX_LIMB_LENGTH:
+            raise MeshError(
+                f"mesh.length = {geo.length:g} m: expected a limb length between {MIN_LIMB_LENGTH:g} m and"
+                f" {MAX_LIMB_LENGTH:g} m"
+            )
+        if geo.bone_radius < 2 * MIN_LAYER:
+            raise MeshError(
+                f"mesh.bone_radius = {geo.bone_radius:g} m: expected a bone radius of at least"
+                f" {2 * MIN_LAYER * 1e3:g} mm"
+            )
         for key in ("skin_thickness", "fat_thickness"):
             if getattr(geo, key) < MIN_LAYER:
                 raise MeshError(
@@ -213,9 +223,32 @@ def check_geometry(case: Case) -> None:
     if isinstance(spec, (SurfacesMesh, LabelsMesh)):  # surfaces and images: solver.mesh_surfaces, mesh_labels
         _check_imported_surfaces(spec)
         return
+    h = spec.cell_size * spec.size_factor
     if isinstance(spec, SphereMesh):
         if spec.outer_radius is not None and spec.outer_radius <= spec.radius:
             raise MeshError(f"mesh.outer_radius = {spec.outer_radius:g} m: must exceed mesh.radius = {spec.radius:g} m")
+        lengths = {"mesh.radius": spec.radius}
+        if spec.outer_radius is not None:
+            lengths["mesh.outer_radius - mesh.radius"] = spec.outer_radius - spec.radius
+        curved = {"mesh.radius": spec.radius}
+        fine = spec.rim_size
+    elif isinstance(spec, SlabMesh):
+        lengths = {f"mesh.size[{i}]": x for i, x in enumerate(spec.size)}
+        curved, fine = {}, spec.boundary_size
+    else:
+        lengths = {"mesh.radius": spec.radius, "mesh.length": spec.length}
+        curved, fine = {"mesh.radius": spec.radius}, spec.boundary_size
+    for key, length in lengths.items():  # gmsh and OpenCASCADE fail on them with messages that name nothing
+        if length < MIN_FEATURE:
+            raise MeshError(f"{key} = {length:g} m: expected at least {MIN_FEATURE * 1e3:g} mm (a unit slip?)")
+    h_surface = min(fine * spec.size_factor, h) if fine is not None else h  # the graded size at the surface
+    for key, radius in curved.items():  # a circle needs a few cells around it
+        if h_surface > radius:
+            raise MeshError(
+                f"mesh.cell_size = {spec.cell_size:g} m (size_factor {spec.size_factor:g}): cells of"
+                f" {h_surface:g} m at a surface larger than {key} = {radius:g} m; a curved surface needs cells"
+                " smaller than its radius"
+            )
     cells = estimated_cells(spec)
     if cells > MAX_CELLS:
         raise MeshError(
@@ -679,7 +712,10 @@ def _tagged(data, case: Case) -> TaggedMesh:
         n for n in boundary_names(case) if n not in boundaries
     ]
     if missing:
-        raise MeshError(f"mesh has no {missing} after meshing")
+        raise MeshError(
+            f"mesh (generator {case.mesh.generator!r}): no cells or faces of {', '.join(missing)} after meshing"
+            " (a region or layer thinner than the cell size?)"
+        )
     return TaggedMesh(mesh, data.cell_tags, data.facet_tags, regions, boundaries)
 
 

@@ -17,21 +17,32 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 class RunLog:
     """Rank-0 messages of one run: terminal (unless quiet) and ``run.log`` (when a folder is given)."""
 
-    def __init__(self, comm: MPI.Comm, log_path: Path | None = None, quiet: bool = False) -> None:
+    def __init__(self, comm: MPI.Comm, log_path: Path | None = None, quiet: bool = False, storage=None) -> None:
+        """``storage`` (solver.storage.Storage): where an error writing ``run.log`` is noted, to end every rank at
+        its next check; without one the error is raised here."""
         self.active = comm.rank == 0
         self.quiet = quiet
+        self.storage = storage
         self._log: TextIO | None = None
         self._bar: Progress | None = None
         self._task: TaskID | None = None
         if self.active and log_path is not None:
-            self._log = open(log_path, "a", buffering=1)  # noqa: SIM115 (closed in close())
+            try:
+                self._log = open(log_path, "a", buffering=1)  # noqa: SIM115 (closed in close())
+            except OSError as err:
+                if storage is None:
+                    raise
+                storage.note(err, "run.log")
 
     def say(self, text: str) -> None:
         """A line for the user and the log."""
         if not self.active:
             return
         if self._log is not None:
-            self._log.write(text + "\n")
+            try:
+                self._log.write(text + "\n")
+            except OSError as err:  # a full disk: the terminal still gets the line, the run stops at its next check
+                self._drop_log(err)
         if self.quiet:
             return
         if self._bar is not None:
@@ -67,8 +78,25 @@ class RunLog:
             self._bar.stop()
             self._bar = None
 
+    def _drop_log(self, err: OSError) -> None:
+        log, self._log = self._log, None
+        try:
+            if log is not None:
+                log.close()
+        except OSError:
+            pass
+        if self.storage is None:
+            raise err
+        self.storage.note(err, "run.log")
+
     def close(self) -> None:
         self.stop()
         if self._log is not None:
-            self._log.close()
+            try:
+                self._log.close()
+            except OSError as err:
+                self._log = None
+                if self.storage is None:
+                    raise
+                self.storage.note(err, "run.log")
             self._log = None

@@ -31,6 +31,7 @@ from solver.physics.heat import cem43_increment
 from solver.physics.linear import SolveError
 from solver.progress import RunLog
 from solver.recorders import FieldRecorder, ProgressRecorder, Recorder, SeriesRecorder
+from solver.storage import Storage, mesh_bytes
 
 MAX_CUTS = 5
 HISTOGRAM_LEVELS = 41  # levels of log10 kill of the survival-volume histogram, from 0 to the region's maximum
@@ -67,8 +68,10 @@ class Simulation:
         log: RunLog | None = None,
         stopping: Stopping | None = None,
         restart: Path | None = None,
+        storage: Storage | None = None,
     ) -> None:
         self.model, self.folder = model, folder
+        self.storage = storage  # checks room before each write, and ends every rank on an I/O error
         self.log = log if log is not None else RunLog(model.comm, quiet=True)
         self.comm = model.comm
         self.schedule = model.schedule
@@ -205,6 +208,11 @@ class Simulation:
         assert self.folder is not None
         m = self.model
         model_state = m.state()
+        if self.storage is not None:  # arrays, keys and coordinates, and the rows in state.json
+            dofs = m.V.dofmap.index_map.size_global
+            rows = 32 * len(self.rows) * len(self.rows[0]) if self.rows else 0
+            estimate = (len(model_state.nodal) + 4) * 8 * dofs + rows + 64 * 1024
+            self.storage.check(self.storage.need("checkpoint", estimate), "the checkpoint")
         state = {
             "time": self.t,
             "steps": self.steps,
@@ -219,7 +227,10 @@ class Simulation:
             "segments": self._segments(),
         }
         nodal = {name: (self._space_of(name), values) for name, values in model_state.nodal.items()}
-        return checkpoint.write(self.folder, self.comm, state, nodal)
+        if self.storage is None:
+            return checkpoint.write(self.folder, self.comm, state, nodal)
+        with self.storage.measured("checkpoint"):
+            return checkpoint.write(self.folder, self.comm, state, nodal)
 
     def _resume(self, state: dict) -> None:
         """Put the model and the loop back in the state of the checkpoint ``self.restart``."""
@@ -320,8 +331,25 @@ class Simulation:
             row["tracer_leak_fraction"] = m.agents[0].circuit.tracer_leak
         self.rows.append(row)
         output_time = self._is_output_time(t)
-        for recorder in self.recorders:
-            recorder.record(t, row, output_time)
+        if self.storage is None:
+            for recorder in self.recorders:
+                recorder.record(t, row, output_time)
+            return
+        fields = t == 0.0 or output_time  # the field files grow: room for them is checked first
+        self.storage.check(
+            self.storage.need("fields", self._field_bytes()) if fields else 0, f"the fields at t = {t / 60:g} min"
+        )
+        with self.storage.measured("fields" if fields else "row"):
+            for recorder in self.recorders:  # one at a time: a failed write on rank 0 skips no collective call
+                with self.storage.caught(f"the outputs at t = {t / 60:g} min"):
+                    recorder.record(t, row, output_time)
+
+    def _field_bytes(self) -> int:
+        """About what one output time adds to the field files before one was measured: every field (agent fields
+        per agent, the velocity as 3, the region ids) in every format, 8 bytes a value."""
+        dofs = self.model.V.dofmap.index_map.size_global
+        arrays = len(self.model.case.output.fields) * max(1, len(self.model.agents)) + 4
+        return 8 * arrays * dofs * max(1, len(self.model.case.output.formats)) + 256 * 1024
 
     def _is_output_time(self, t: float) -> bool:
         interval = self.model.case.output.interval
@@ -485,19 +513,23 @@ def run_case(
     Raises :class:`RunStopped` when ``stopping`` ends the run early; a finished run removes its checkpoint.
     """
     started = provenance.now()
+    storage = Storage(comm, folder)  # an I/O error on any rank, or too little room, ends every rank in one line
     if comm.rank == 0:
-        folder.mkdir(parents=True, exist_ok=True)
-        if source is not None and restart is None:  # the case file as given, beside case_resolved.json (SI)
-            shutil.copyfile(source, folder / "case.toml")
-    comm.barrier()
-    log = RunLog(comm, folder / results.RUN_LOG, quiet)
+        with storage.caught("case.toml"):
+            folder.mkdir(parents=True, exist_ok=True)
+            if source is not None and restart is None:  # the case file as given, beside case_resolved.json (SI)
+                shutil.copyfile(source, folder / "case.toml")
+    storage.check(0, "case.toml")
+    log = RunLog(comm, folder / results.RUN_LOG, quiet, storage)
     say = log.say
     start = time.perf_counter()
     say(f"isolimb: {case.title} on {comm.size} rank(s)")
     tm = meshing.generate(case, comm)
-    if restart is None:
-        meshing.write_mesh(tm, folder)
     stats = meshing.mesh_statistics(tm)
+    size = mesh_bytes(int(stats["cells"]), int(stats["vertices"]))  # type: ignore[call-overload]
+    if restart is None:
+        storage.check(size, "mesh.xdmf")
+        meshing.write_mesh(tm, folder)
     mesh_seconds = time.perf_counter() - start
     say(f"  mesh: {stats['cells']} cells, {stats['vertices']} vertices ({mesh_seconds:.1f} s)")
     model = CoupledModel(case, tm)
@@ -506,7 +538,8 @@ def run_case(
         dofs[f"transport_{a.name}"] = a.transport.unknowns
     say(f"  dofs: {dofs}")
     stopping = stopping or Stopping()
-    sim = Simulation(model, folder, log, stopping, restart)
+    storage.check(2 * size, "the field files")  # VTKHDF and XDMF begin with the mesh
+    sim = Simulation(model, folder, log, stopping, restart, storage)
     log.start(sim.end)
     if stopping.signals is not None:
         stopping.signals.install()
@@ -532,8 +565,11 @@ def run_case(
     result.summary["mesh"] = {**stats, "seconds": mesh_seconds}
     result.summary["dofs"] = dofs
     result.summary["ranks"] = comm.size
-    write_json(comm, folder / results.SUMMARY, result.summary)
-    write_json(comm, folder / results.CASE_RESOLVED, json.loads(case.model_dump_json()))
+    storage.check(256 * 1024, "summary.json")
+    with storage.caught("summary.json"):
+        write_json(comm, folder / results.SUMMARY, result.summary)
+    with storage.caught("case_resolved.json"):
+        write_json(comm, folder / results.CASE_RESOLVED, json.loads(case.model_dump_json()))
     if comm.rank == 0:
         facts = {
             "mesh": result.summary["mesh"],
@@ -544,13 +580,16 @@ def run_case(
             "krylov_iterations": result.summary["krylov_iterations"],
         }
         solvers = {name: system.describe() for name, system in model.linear_systems().items()}
-        write_json(comm, folder / results.PROVENANCE, provenance.provenance(comm, started, argv or [], solvers, facts))
-        if (folder / results.FIELDS_VTKHDF).exists():
-            paraview.write_script(folder)
+        with storage.caught("provenance.json"):
+            record = provenance.provenance(comm, started, argv or [], solvers, facts)
+            write_json(comm, folder / results.PROVENANCE, record)
+        with storage.caught(results.PARAVIEW_SCRIPT):
+            if (folder / results.FIELDS_VTKHDF).exists():
+                paraview.write_script(folder)
         for stale in (checkpoint.NAME, f".{checkpoint.NAME}.old"):  # a finished run has nothing to resume
             shutil.rmtree(folder / stale, ignore_errors=True)
     model.destroy()  # PETSc solvers, matrices and their options: nothing leaks into a next run in this process
-    comm.barrier()  # every rank returns with every file in place
+    storage.check(0, "the results")  # every rank returns with every file in place, or every rank fails alike
     s = result.summary
     headline = f"balance error {s['drug_balance_relative_error']:.1e}"
     if model.agents:

@@ -10,6 +10,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -154,6 +155,16 @@ BAD = [
         edit('per_limb_volume = "10 mg/L"', 'per_limb_volume = "10 mg/L"\namount = "1 mg"'),
         "protocol.doses[0]: give exactly one of 'amount' or 'per_limb_volume'",
     ),
+    (
+        "slab 1e-9 m thick (OpenCASCADE: Bnd_Box is void)",
+        edit('"2 mm", "2 mm"', '"1e-9 m", "2 mm"', SLAB),
+        "mesh.size[1]",
+    ),
+    ("limb 1 um long", edit("size_factor = 2.5", 'size_factor = 2.5\nlength = "1 um"', LEG), "mesh.length = 1e-06 m"),
+    ("bone 10 um", edit("size_factor = 2.5", 'size_factor = 2.5\nbone_radius = "10 um"', LEG), "mesh.bone_radius"),
+    ("sphere 1 nm", edit('radius = "1 cm"', 'radius = "1 nm"'), "mesh.radius = 1e-09 m"),
+    ("shell 1e-12 m", edit('outer_radius = "3 cm"', 'outer_radius = "1.0000000001 cm"'), "mesh.outer_radius - mesh"),
+    ("cells larger than the sphere", edit('cell_size = "3 mm"', 'cell_size = "2 cm"'), "larger than mesh.radius"),
     (
         "dose names an unknown agent",
         edit('agent = "melphalan"', 'agent = "cisplatin"'),
@@ -761,3 +772,190 @@ def _to_toml(tree: dict) -> str:
         raise TypeError(type(v))
 
     return "\n".join(f"{json.dumps(str(k))} = {value(v)}" for k, v in tree.items()) + "\n"
+
+
+# ------------------------------------------------------------------------------- the file system under a run
+def _mount_tmpfs(path: Path, size: str, read_only: bool = False) -> None:
+    """A small tmpfs at ``path`` (root only: the test is skipped, with the reason, otherwise)."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    path.mkdir(parents=True, exist_ok=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(path)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    (path / "empty").mkdir()
+    if read_only:
+        subprocess.run(["mount", "-o", "remount,ro", str(path)], check=True)
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """Mounts on request (``tmpfs(size)``), unmounted at the end."""
+    mounts: list[Path] = []
+
+    def mount(size: str, read_only: bool = False) -> Path:
+        path = tmp_path / f"disk{len(mounts)}"
+        _mount_tmpfs(path, size, read_only)
+        mounts.append(path)
+        return path
+
+    yield mount
+    for path in mounts:
+        subprocess.run(["umount", str(path)], check=False)
+
+
+def _isolimb(ranks: int, *args: str, **kw) -> subprocess.CompletedProcess:
+    bin_ = Path(sys.executable).parent
+    command = [str(bin_ / "isolimb"), *args]
+    if ranks > 1:
+        command = [str(bin_ / "mpiexec"), "-n", str(ranks), *command]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, **kw)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("ranks", [1, 2])
+@pytest.mark.parametrize(("size", "fragment"), [("4k", "cannot write case.toml"), ("1500k", "for the fields at t")])
+def test_a_full_disk_is_one_line_on_every_rank(ranks, size, fragment, tmp_path, tmpfs):
+    """Issue 16: a disk full at the start (4 KiB: the case file does not fit) or during the run (the field files do
+    not fit) ends every rank with one line and exit 2 (it was a segfault, 139, or an HDF5/ADIOS2 abort, 134)."""
+    disk = tmpfs(size)
+    case = write_case(tmp_path / "case", SLAB)
+    done = _isolimb(ranks, "run", str(case), "-o", str(disk / "r"), "-q")
+    assert done.returncode == 2, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr + done.stdout, done.stderr
+    assert "no space left on the device" in lines[0] and fragment in lines[0], lines[0]
+    if size != "4k":
+        assert (disk / "r" / results.RUN_LOG).read_text().strip().splitlines()[-1] == lines[0]
+        assert not (disk / "r" / lock.LOCK_NAME).exists()
+
+
+@pytest.mark.serial
+def test_a_read_only_results_folder_is_one_line(tmp_path, tmpfs):
+    disk = tmpfs("1m", read_only=True)
+    case = write_case(tmp_path / "case", SLAB)
+    for out in (disk / "new", disk / "empty"):
+        done = _isolimb(1, "run", str(case), "-o", str(out), "-q")
+        assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+        assert "read-only file system" in done.stderr and str(out) in done.stderr
+
+
+def test_an_io_error_on_one_rank_ends_every_rank(shared_tmp, comm):
+    """A rank-0 write that fails (here: no space) is raised on every rank at the next check, naming the file."""
+    import errno
+
+    from solver.storage import Storage
+
+    storage = Storage(comm, shared_tmp)
+    if comm.rank == 0:
+        with storage.caught("timeseries.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(shared_tmp / "timeseries.csv"))
+    with pytest.raises(OutputError, match=r"cannot write timeseries.csv: .*timeseries.csv: no space left on the dev"):
+        storage.check()
+    roomy = Storage(comm, shared_tmp)
+    roomy.check(0, "nothing")  # room enough
+    with pytest.raises(OutputError, match="no space left on the device for the fields: .* free, about .* needed"):
+        roomy.check(1 << 62, "the fields")
+
+
+def test_a_checkpoint_that_cannot_be_written_fails_on_every_rank(shared_tmp, comm, monkeypatch):
+    """np.save failing on rank 0 (a full disk) is a CheckpointError on every rank, not a hang; the previous
+    checkpoint stays whole."""
+    import errno
+
+    import numpy as np
+    from dolfinx import fem, mesh
+
+    from solver import checkpoint
+    from solver.checkpoint import CheckpointError, NodalSpace
+
+    V = fem.functionspace(mesh.create_unit_cube(comm, 2, 2, 2), ("Lagrange", 1))
+    space = NodalSpace(V)
+    values = np.ones(V.dofmap.index_map.size_local + V.dofmap.index_map.num_ghosts)
+    checkpoint.write(shared_tmp, comm, {"time": 1.0}, {"f": (space, values)})
+
+    def full(path, *args, **kw):
+        raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(np, "save", full)
+    with pytest.raises(CheckpointError, match="cannot write the checkpoint: .*keys.npy: no space left on the device"):
+        checkpoint.write(shared_tmp, comm, {"time": 2.0}, {"f": (space, values)})
+    monkeypatch.undo()
+    if comm.rank == 0:
+        assert json.loads((shared_tmp / "checkpoint" / results.CHECKPOINT_STATE).read_text())["time"] == 1.0
+        assert not (shared_tmp / ".checkpoint.tmp").exists()
+
+
+def _wait_for_handlers(pid: int, ranks: int, timeout: float = 60) -> None:
+    """Until ``ranks`` Python processes under ``pid`` (itself included) catch SIGUSR1 (``SigCgt`` in /proc)."""
+
+    def tree() -> list[int]:
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+        out, todo = [], [pid]
+        while todo:
+            p = todo.pop()
+            out.append(p)
+            todo += children.get(p, [])
+        return out
+
+    def catches(p: int) -> bool:
+        try:
+            status = Path(f"/proc/{p}/status").read_text()
+        except OSError:
+            return False
+        mask = int(next(line.split()[1] for line in status.splitlines() if line.startswith("SigCgt:")), 16)
+        return "python" in Path(f"/proc/{p}/cmdline").read_bytes().decode(errors="replace") and bool(
+            mask & (1 << (signal.SIGUSR1 - 1))
+        )
+
+    deadline = time.monotonic() + timeout
+    while sum(catches(p) for p in tree()) < ranks:
+        assert time.monotonic() < deadline, "the command never caught SIGUSR1"
+        time.sleep(0.01)
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_a_stop_asked_for_while_the_command_starts_is_kept(ranks, tmp_path):
+    """Issue 16: SIGUSR1 then SIGTERM as soon as the command catches them (importing, long before the run's own
+    handlers exist) stop the run with exit 75 and a checkpoint at t = 0, instead of killing it (138, 143)."""
+    bin_ = Path(sys.executable).parent
+    out = tmp_path / "r"
+    command = [str(bin_ / "isolimb"), "run", str(CASES / "student-small"), "-o", str(out), "-q"]
+    if ranks > 1:
+        command = [str(bin_ / "mpiexec"), "-n", str(ranks), *command]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    job = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _wait_for_handlers(job.pid, ranks)  # the package's first line ran (on a loaded machine: more than 0.3 s)
+    job.send_signal(signal.SIGUSR1)
+    time.sleep(0.2)
+    job.send_signal(signal.SIGTERM if ranks == 1 else signal.SIGUSR1)
+    _, err = job.communicate(timeout=300)
+    assert job.returncode == 75, err
+    assert "Traceback" not in err
+    assert json.loads((out / "checkpoint" / results.CHECKPOINT_STATE).read_text())["time"] == 0.0
+
+
+@pytest.mark.serial
+def test_other_commands_end_as_a_signal_ends_them():
+    """Only a run turns a stop request into a checkpoint: ``isolimb check`` asked to stop while it starts ends as
+    the signal ends a program (the early handlers are replayed with the default action)."""
+    from solver import _early
+
+    assert not _early.installed  # importing the package (here, pytest) installs nothing
+    bin_ = Path(sys.executable).parent
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    job = subprocess.Popen(
+        [str(bin_ / "isolimb"), "check", str(CASES / "student-small")], cwd=ROOT, env=env, stdout=subprocess.PIPE
+    )
+    time.sleep(0.3)
+    job.send_signal(signal.SIGTERM)
+    job.communicate(timeout=60)
+    assert job.returncode == -signal.SIGTERM
