@@ -25,7 +25,7 @@ from dolfinx import fem
 from mpi4py import MPI
 
 from solver.case import AgentParams, Case, FixedValue, Robin
-from solver.meshing import TaggedMesh, region_volumes
+from solver.meshing import MeshError, TaggedMesh, region_volumes
 from solver.parameters import BLOOD
 from solver.physics import tnf as tnf_switch
 from solver.physics.circuit import Circuit
@@ -286,7 +286,7 @@ class CoupledModel:
         if not self.probes.found.all():
             i = int(np.flatnonzero(~self.probes.found)[0])
             where = ", ".join(f"{1e3 * x:.4g} mm" for x in points[i])
-            raise ValueError(f"protocol.temperature_control.probes[{i}] = ({where}): outside the mesh")
+            raise MeshError(f"protocol.temperature_control.probes[{i}] = ({where}): outside the mesh")
         self.controller = controller(self.case, initial_output=self.schedule.inflow_temperature(0.0))
 
     def controlled(self, t: float) -> bool:

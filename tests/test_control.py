@@ -118,3 +118,15 @@ def test_probes_in_summary_timeseries_and_report(tmp_path):
     assert result.summary["probe_temperature_degC"] == {"min": min(settled), "max": max(settled)}
     page = report.build(tmp_path).read_text()
     assert "<h2>Probe-controlled temperature</h2>" in page and f"{min(settled):.2f}" in page
+
+
+def test_a_probe_outside_the_mesh_is_one_clear_error(comm):
+    """Every rank raises the same MeshError (the command prints it as one line, exit 2)."""
+    from solver.meshing import MeshError
+
+    raw = _leg_heat_only(5.0)
+    raw["protocol"]["temperature_control"]["probes"] = [["0 cm", "0 cm", "30 cm"], ["50 cm", "0 cm", "30 cm"]]
+    case = parse_case_tree(raw, CASES / "ilp-tm-sarcoma-leg" / "case.toml")
+    tm = meshing.generate(case.model_copy(update={"mesh": case.mesh.model_copy(update={"size_factor": 3.0})}), comm)
+    with pytest.raises(MeshError, match=r"probes\[1\] = \(500 mm, 0 mm, 300 mm\): outside the mesh"):
+        CoupledModel(case, tm)
