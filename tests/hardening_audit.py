@@ -415,7 +415,7 @@ PROBES = [
     Probe(
         'distal_radius = "30 cm"',
         "C++ abort, exit 134",
-        bad_case(edit("size_factor = 2.5", 'size_factor = 2.5\ndistal_radius = "30 cm"', LEG), "distal_radius"),
+        bad_case(edit("size_factor = 1.3", 'size_factor = 1.3\ndistal_radius = "30 cm"', LEG), "distal_radius"),
     ),
     Probe(
         '"nan mmHg"',
