@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
 
-from tests.test_hardening import AGENT, BASE, LEG, ROBIN, SLAB, edit  # noqa: E402
+from tests.test_hardening import AGENT, BASE, LEG, ROBIN, SLAB, damage_mesh_file, edit  # noqa: E402
 
 SMALL = ROOT / "cases" / "student-small"
 
@@ -134,16 +134,10 @@ def file_mesh(how: str) -> Callable[[Path, int], Outcome]:
             env=ENV,
             check=True,
         )
-        data = msh.read_bytes()
+        damage_mesh_file(msh, how)
         body = text
         if how == "boundary":
             body = text.replace("distal = 21", "distal = 22")
-        elif how == "truncated":
-            msh.write_bytes(data[: len(data) // 2])
-        elif how == "empty":
-            msh.write_bytes(b"")
-        elif how == "garbage":
-            msh.write_bytes(bytes(range(256)) * 8)
         elif how == "unnamed region":
             body = text.replace(", tumour = 8", "")
         return bad_case(body.replace('path = "box.msh"', f'path = "{msh}"'), "box.msh")(tmp, ranks)

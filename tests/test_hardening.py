@@ -200,6 +200,17 @@ FILE_CASE = (
 )
 
 
+def damage_mesh_file(path, how: str) -> None:
+    """Damage a mesh file as a user's disk or editor would: "truncated", "empty" or "garbage" (else leave it)."""
+    data = path.read_bytes()
+    if how == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "garbage":
+        path.write_bytes(bytes(range(256)) * 8)
+
+
 @pytest.mark.parametrize(
     "how, fragment",
     [
@@ -219,14 +230,8 @@ def test_file_meshes_are_opened_and_their_ids_checked(how, fragment, shared_tmp,
     if comm.rank == 0:
         path = shared_tmp / "box.msh"
         _box_msh(path)
-        data = path.read_bytes()
-        if how == "truncated":
-            path.write_bytes(data[: len(data) // 2])
-        elif how == "empty":
-            path.write_bytes(b"")
-        elif how == "garbage":
-            path.write_bytes(bytes(range(256)) * 8)
-        elif how == "no cell data":
+        damage_mesh_file(path, how)
+        if how == "no cell data":
             import meshio
 
             m = meshio.read(path)
