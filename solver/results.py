@@ -27,6 +27,7 @@ COLLECTED = "collected.csv"  # a sweep's collected outcomes
 DESIGN = "design.json"  # a sweep's design: method, n, seed, distributions and the unit-cube samples
 SENSITIVITY = "sensitivity.html"  # a sweep's sensitivity indices (Saltelli, Morris) or rank correlations
 SENSITIVITY_CSV = "sensitivity.csv"  # the same indices as a table
+SENSITIVITY_MD = "sensitivity.md"  # the leading parameters per outcome, a Markdown table for docs
 CALIBRATION = "calibration.json"  # isolimb calibrate: posterior of the fitted parameters, targets and predictions
 CALIBRATION_MD = "calibration.md"  # the same as Markdown tables for docs/validation.md
 
@@ -40,6 +41,7 @@ SUMMARY_KEYS: dict[str, str] = {
     "marrow_surviving_fraction": "1: marrow progenitors, exp(-k f_u systemic AUC) of the primary agent",
     "steps": "number of accepted steps",
     "phase_seconds": "wall time per equation and output (s)",
+    "peak_memory_GB": "GB: peak resident memory, {largest_rank, all_ranks} (this segment's processes)",
     "krylov_iterations": "solves, mean and max iterations per linear system",
     "mesh": "cells, vertices, sizes",
     "ranks": "MPI ranks of the last segment",
@@ -57,6 +59,7 @@ AGENT_KEYS: dict[str, str] = {  # summary["agents"][name]
 }
 REGION_KEYS: dict[str, str] = {  # summary["regions"][region]
     "volume_m3": "m^3",
+    "mass_kg": "kg: volume x the tissue's density",
     "pressure_mean_Pa": "Pa, at the end",
     "temperature_max_degC": "degC",
     "cem43_max_min": "min",

@@ -9,7 +9,8 @@
 
 A run that has not finished, or whose summary lacks an outcome, drops its whole block of the design (a Saltelli
 base point, a Morris trajectory), which keeps the estimators valid on the rest. Written into the sweep folder:
-``sensitivity.csv`` and ``sensitivity.html`` (tables and bar charts, pictures embedded like the report's).
+``sensitivity.csv``, ``sensitivity.html`` (tables and bar charts, pictures embedded like the report's) and
+``sensitivity.md`` (the table of leading parameters, for docs).
 """
 
 from __future__ import annotations
@@ -135,6 +136,24 @@ def dominance(a: Analysis) -> tuple[list[str], list[list[object]]]:
     return header, rows
 
 
+def markdown(a: Analysis, labels: dict[str, str]) -> str:
+    """The dominance table for docs: per outcome the runs used and the leading parameters with the half-width of
+    their 95 % interval (ST for Saltelli, mu* scaled to the largest for Morris, |rho| otherwise)."""
+    measure, conf = {"saltelli": (3, 4), "morris": (1, 2)}.get(a.method, (1, None))
+    name = {"saltelli": "ST", "morris": "mu* / largest mu*"}.get(a.method, "|Spearman rho|")
+    lines = [f"| outcome | runs | leading parameters: {name} (+- 95 % half-width) |", "|---|---|---|"]
+    for outcome, table in a.table.items():
+        ranked = sorted(table, key=lambda r: -abs(float(r[measure])))  # type: ignore[arg-type]
+        scale = max(abs(float(ranked[0][measure])), 1e-300) if a.method == "morris" else 1.0  # type: ignore[arg-type]
+        shown = [
+            f"{_short(str(r[0]))} {abs(float(r[measure])) / scale:.2f}"  # type: ignore[arg-type]
+            + (f" +- {float(r[conf]) / scale:.2f}" if conf is not None else "")  # type: ignore[arg-type]
+            for r in ranked[:4]
+        ]
+        lines.append(f"| {labels.get(outcome, outcome)} | {a.used_runs[outcome]} | {'; '.join(shown)} |")
+    return "\n".join(lines) + "\n"
+
+
 def write_csv(a: Analysis, path: Path) -> Path:
     with open(path, "w", newline="") as f:
         writer = csv.writer(f)
@@ -208,10 +227,11 @@ EXPLAIN = {
 def page(
     a: Analysis, design: dict, labels: dict[str, str], folder: Path, title: str, n_runs: int, missing: list[str]
 ) -> Path:
-    """Write ``folder/sensitivity.html`` and ``folder/sensitivity.csv``; return the page."""
+    """Write ``folder/sensitivity.html``, ``.csv`` and ``.md``; return the page."""
     from solver.report import CSS, html_image, html_table
 
     write_csv(a, folder / results.SENSITIVITY_CSV)
+    write_atomic(folder / results.SENSITIVITY_MD, markdown(a, labels))
     parts = [f"<h1>Sensitivity: {html.escape(title)}</h1>"]
     parts.append(
         f"<p>Design <b>{html.escape(design['method'])}</b>, n = {design['n']}, seed {design['seed']}: {n_runs} runs, "

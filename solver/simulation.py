@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import math
+import resource
 import shutil
 import time
 from dataclasses import dataclass
@@ -150,9 +151,16 @@ class Simulation:
         summary["steps"] = self.steps
         summary["wall_seconds"] = self.earlier_wall_seconds + time.perf_counter() - wall
         summary["phase_seconds"] = self.phase_seconds
+        summary["peak_memory_GB"] = self.peak_memory_GB()
         summary["krylov_iterations"] = self.iterations()
         summary["segments"] = self._segments()
         return RunResult(summary, self.rows)
+
+    def peak_memory_GB(self) -> dict[str, float]:
+        """Peak resident memory of the processes so far (GB): the largest rank's and the sum over ranks (Linux
+        ru_maxrss; this segment's processes only, after a restart)."""
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9
+        return {"largest_rank": self.comm.allreduce(rss, op=MPI.MAX), "all_ranks": self.comm.allreduce(rss, op=MPI.SUM)}
 
     @property
     def phase_seconds(self) -> dict[str, float]:
@@ -431,6 +439,7 @@ class Simulation:
             (p_total,) = m.integrals((region, "one", m.pressure.p.x.array))
             entry = {
                 "volume_m3": vol,
+                "mass_kg": m.tissue[region].density * vol,
                 "pressure_mean_Pa": p_total / vol,
                 "temperature_max_degC": self.region_max(region, m.T.x.array) - 273.15,
                 "cem43_max_min": self.region_max(region, m.cem43),

@@ -22,6 +22,10 @@ or, sampled (solver/design.py)::
     [parameters]
     "protocol.inflow_temperature.0.value" = { distribution = "uniform", range = ["39 degC", "42 degC"] }
     "tissue.tumour.K" = { distribution = "loguniform", range = ["1e-14 m^2/(Pa s)", "1e-13 m^2/(Pa s)"] }
+    [fixed]                                  # set in every run, not varied: the study's mesh, step and output
+    "mesh.size_factor" = 2.5
+    "numerics.dt" = "2 min"
+    "output.fields" = []
 
 Every generated case is validated before anything is written.
 """
@@ -57,6 +61,7 @@ class SweepSpec(BaseModel):
     time: str = "01:00:00"
     launcher: str = "mpiexec -n {ranks}"
     design: Design = Design()
+    fixed: dict[str, str | int | float | bool | list[str]] = {}
     parameters: dict[str, list[str | int | float | bool] | Distribution] = Field(min_length=1)
 
 
@@ -99,6 +104,13 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
     except (OSError, tomllib.TOMLDecodeError) as err:
         raise SweepError(f"{spec_path}: base = {spec.base!r}: cannot read a case there: {err}") from None
     names = list(spec.parameters)
+    if both := sorted(set(names) & set(spec.fixed)):
+        raise SweepError(f"{spec_path}: {both[0]!r} is both fixed and a parameter; expected one of the two")
+    for path, value in spec.fixed.items():
+        try:
+            _set(base_raw, path, value, str(spec_path))
+        except (IndexError, ValueError, KeyError, TypeError) as err:
+            raise SweepError(f"{spec_path}: fixed {path!r}: not a path into the base case ({err})") from None
     try:
         rows, unit_samples, sampled = points(spec.design, spec.parameters)
     except DesignError as err:
@@ -152,7 +164,8 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
     write_atomic(out / results.DESIGN, json.dumps(design, indent=1) + "\n")
     launch = spec.launcher.format(ranks=spec.ranks)
     write_atomic(out / "sweep.sbatch", SBATCH.format(n=len(runs) - 1, ranks=spec.ranks, time=spec.time, launch=launch))
-    write_atomic(out / "run_local.sh", LOCAL.format(launch=launch))
+    # one rank needs no launcher here (an MPI singleton), so the local runner works whichever mpiexec is on PATH
+    write_atomic(out / "run_local.sh", LOCAL.format(launch=launch if spec.ranks > 1 else ""))
     (out / "logs").mkdir(exist_ok=True)  # SLURM does not create the folder of --output
     (out / "sweep.sbatch").chmod(0o755)
     (out / "run_local.sh").chmod(0o755)
@@ -214,15 +227,15 @@ exit "$status"
 """
 
 LOCAL = """#!/bin/bash
-# Every run of the sweep, one after the other, on this machine (no SLURM): ./run_local.sh
-# Running it again skips finished runs and resumes stopped ones.
+# Every run of the sweep on this machine (no SLURM): ./run_local.sh, one run after the other, or JOBS=4 ./run_local.sh,
+# four at a time (each with the sweep's ranks). Running it again skips finished runs and resumes stopped ones.
+# A failed run is named on stderr and does not stop the others; the script then exits non-zero.
 set -euo pipefail
 cd "$(dirname "$0")"
 export OMP_NUM_THREADS=1
-ISOLIMB="${{ISOLIMB:-isolimb}}"
-for case in cases/run-*; do
-  {launch} "$ISOLIMB" run "$case" --continue -q
-done
+export ISOLIMB="${{ISOLIMB:-isolimb}}"
+printf '%s\\n' cases/run-* | xargs -P "${{JOBS:-1}}" -I CASE \\
+  sh -c '{launch} "$ISOLIMB" run CASE --continue -q || {{ echo "run_local.sh: CASE failed" >&2; exit 1; }}'
 """
 
 
@@ -267,6 +280,10 @@ OUTCOMES = {  # column -> (label, function of summary)
         "skin parent drug at end of perfusion (ug/g)",
         lambda s: _region(s, "skin", "tissue_drug_ug_per_g", None),
     ),
+    "skin_subcutis_tissue_drug_ug_per_g": (
+        "skin and subcutaneous fat parent drug at end of perfusion (ug/g, the clinic's skin/subcutis biopsy)",
+        lambda s: _mass_weighted(s, ("skin", "fat"), "tissue_drug_ug_per_g"),
+    ),
     "muscle_temperature_max_degC": (
         "muscle peak T (degC)",
         lambda s: _region(s, "muscle", "temperature_max_degC", None),
@@ -306,6 +323,7 @@ UNITS = {
     "tumour_tissue_drug_ug_per_g": "ug/g",
     "muscle_tissue_drug_ug_per_g": "ug/g",
     "skin_tissue_drug_ug_per_g": "ug/g",
+    "skin_subcutis_tissue_drug_ug_per_g": "ug/g",
     "tumour_log10_kill_mean": "",
     "tumour_kill_coverage_percent": "%",
     "marrow_surviving_fraction": "",
@@ -342,6 +360,14 @@ def _region(s: dict, region: str, key: str = "auc_free_mean", quantity: str | No
     if key not in entry:
         return float("nan")
     return clinical(quantity, entry[key]) if quantity else entry[key]
+
+
+def _mass_weighted(s: dict, regions: tuple[str, ...], key: str) -> float:
+    """The mass-weighted mean of a per-gram value over ``regions`` (nan if one lacks it)."""
+    entries = [s["regions"].get(r, {}) for r in regions]
+    if any(key not in e or "mass_kg" not in e for e in entries):
+        return float("nan")
+    return sum(e[key] * e["mass_kg"] for e in entries) / sum(e["mass_kg"] for e in entries)
 
 
 def _coverage(result: Path) -> float:

@@ -115,6 +115,8 @@ def _run_at(ranks: int, case: str | Path, out) -> dict:
 
 def _assert_same_functionals(parallel: dict, serial: dict, ranks: int) -> None:
     assert parallel["ranks"] == ranks
+    memory = parallel["peak_memory_GB"]  # every rank holds Python, dolfinx and PETSc: 0.1 GB at least
+    assert 0.1 * ranks < memory["all_ranks"] < 24 and memory["largest_rank"] <= memory["all_ranks"]
     assert parallel["drug_balance_relative_error"] < 1e-6
     assert parallel["systemic_leak_fraction"] == pytest.approx(serial["systemic_leak_fraction"], rel=1e-6)
     for region, entry in serial["regions"].items():

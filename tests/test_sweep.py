@@ -87,6 +87,39 @@ def test_collect_gathers_finished_runs_and_names_the_missing(tmp_path):
     assert [r["id"] for r in rows] == ["run-0001"] and float(rows[0]["drug_balance_relative_error"]) == 0.0
 
 
+def test_fixed_values_reach_every_run_and_local_runs_go_in_parallel(tmp_path):
+    """[fixed] sets the study's mesh and output in every run; JOBS=2 ./run_local.sh runs two at a time, names a
+    run that fails, finishes the others and exits non-zero."""
+    spec = _spec(tmp_path)
+    spec.write_text(spec.read_text() + '[fixed]\n"mesh.cell_size" = "2 mm"\n"output.formats" = ["vtkhdf"]\n')
+    out = tmp_path / "sweep"
+    expand(spec, out)
+    for run in ("run-0000", "run-0001"):
+        text = (out / "cases" / run / "case.toml").read_text()
+        assert '"cell_size" = "2 mm"' in text and '"formats" = ["vtkhdf"]' in text
+    (out / "cases" / "run-0000" / "case.toml").write_text("title = 3\n")  # a run that cannot start
+    done = subprocess.run(
+        [str(out / "run_local.sh")], capture_output=True, text=True, env={**_env(), "JOBS": "2"}, timeout=300
+    )
+    assert done.returncode != 0 and "cases/run-0000 failed" in done.stderr
+    assert (out / "results" / "run-0001" / results.SUMMARY).is_file()
+    assert json.loads((out / "results" / "run-0001" / results.SUMMARY).read_text())["mesh"]
+
+
+@pytest.mark.parametrize(
+    "fixed, message",
+    [
+        ('"tissue.tumour.K" = "1e-12 m^2/(Pa s)"', "both fixed and a parameter"),
+        ('"mesh.radius.x" = 1', "fixed 'mesh.radius.x'"),
+    ],
+)
+def test_fixed_values_are_checked(tmp_path, fixed, message):
+    spec = _spec(tmp_path)
+    spec.write_text(spec.read_text() + f"[fixed]\n{fixed}\n")
+    with pytest.raises(SweepError, match=message):
+        expand(spec, tmp_path / "sweep")
+
+
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     """A real single-node SLURM (slurmctld + slurmd on localhost); yields the environment to submit with."""

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from solver import results
-from solver.calibrate import CalibrationError, calibrate
+from solver.calibrate import CalibrationError, calibrate, load
 from solver.design import Design, DesignError, Distribution, Parameter, points
 from solver.sensitivity import analyse
-from solver.sweep import SweepError, expand
-from tests.conftest import CASES
+from solver.sweep import OUTCOMES, SweepError, expand
+from tests.conftest import CASES, ROOT
 
 pytestmark = pytest.mark.serial  # files only
 
@@ -291,3 +291,34 @@ def test_collect_writes_the_sensitivity_page_of_a_sampled_sweep(tmp_path, method
     assert "tracer_leak_percent" in {r["outcome"] for r in csv.DictReader(open(out / results.SENSITIVITY_CSV))}
     page = done.sensitivity.read_text()
     assert "Which parameters dominate each outcome" in page and "data:image/png;base64" in page
+    table = (out / results.SENSITIVITY_MD).read_text().splitlines()  # the docs' table: temperature leads kill
+    kill = next(line for line in table if line.startswith("| tumour mean log10 kill |"))
+    assert kill.split("|")[3].strip().startswith("inflow_temperature.0.value ")
+
+
+STUDIES = sorted([*(ROOT / "docs" / "sweeps").glob("*.toml"), *(ROOT / "hpc").glob("*.toml")])
+
+
+@pytest.mark.parametrize("spec", STUDIES, ids=[p.name for p in STUDIES])
+def test_the_documented_studies_expand_into_valid_cases(tmp_path, spec):
+    """Every sweep spec the docs give a command for is a valid design over valid cases (each run validated)."""
+    runs = expand(spec, tmp_path / "sweep")
+    assert runs and (tmp_path / "sweep" / "run_local.sh").is_file()
+
+
+@pytest.mark.parametrize("spec", sorted((ROOT / "docs" / "calibration").glob("*.toml")), ids=lambda p: p.name)
+def test_the_documented_calibrations_are_valid_specs(spec):
+    loaded = load(spec)
+    assert {t.use for t in loaded.targets} == {"fit", "predict"}  # a fit, and predictions held back from it
+
+
+def test_skin_subcutis_is_the_mass_weighted_mean_of_skin_and_fat():
+    summary = {
+        "regions": {
+            "skin": {"tissue_drug_ug_per_g": 2.0, "mass_kg": 1.0},
+            "fat": {"tissue_drug_ug_per_g": 5.0, "mass_kg": 3.0},
+        }
+    }
+    assert OUTCOMES["skin_subcutis_tissue_drug_ug_per_g"][1](summary) == pytest.approx((2 + 15) / 4)
+    del summary["regions"]["fat"]["mass_kg"]  # a summary written before region masses: not computable
+    assert math.isnan(OUTCOMES["skin_subcutis_tissue_drug_ug_per_g"][1](summary))
