@@ -128,7 +128,7 @@ AGENT_DEFAULTS: dict[str, dict[str, object]] = {
         "Ea_alkylation": "60.7 kJ/mol",  # [C] alkylation, like hydrolysis, goes through the aziridinium ion
         "Ea_uptake": "50 kJ/mol",  # [R] carrier (LAT1) uptake
         "k_up": "1e-3 1/s",  # [A] membrane uptake rate (LAT1 transport)
-        "kappa": 2.0,  # [A] intracellular/extracellular equilibrium ratio
+        "kappa": 10.0,  # [V] cell/medium equilibrium ratio 6-17 (Dufour 1985): the range's geometric middle
         "alkylation_half_life": "120 min",  # [A] DNA alkylation of intracellular drug at 37 C
         "molar_mass": "305.2 g/mol",  # [V]
         **EFFECT_DEFAULTS,  # [C]
