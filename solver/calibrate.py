@@ -250,9 +250,11 @@ def _posterior(residuals, dimension: int, samples: int, seed: int) -> tuple[np.n
     ]
     best = min(fits, key=lambda r: r.cost)
     jac = best.jac
-    cov = np.linalg.pinv(jac.T @ jac)  # Laplace: the Gauss-Newton curvature of the misfit at the best fit
-    lam, vec = np.linalg.eigh(0.5 * (cov + cov.T))
-    cov = vec @ np.diag(np.clip(lam, 1e-10, 1.0 / 12.0)) @ vec.T  # a direction the data leave free: the prior's spread
+    curvature = jac.T @ jac  # Laplace: the Gauss-Newton curvature of the misfit at the best fit
+    lam, vec = np.linalg.eigh(0.5 * (curvature + curvature.T))
+    # variance 1 / curvature per direction; a direction the data pin less than the prior does (curvature under 12,
+    # the inverse variance of the uniform prior; zero where fewer targets than parameters) gets the prior's spread
+    cov = vec @ np.diag(1.0 / np.clip(lam, 12.0, 1e10)) @ vec.T
     proposal = multivariate_normal(best.x, PROPOSAL_INFLATION**2 * cov, allow_singular=True, seed=seed)
     rng = np.random.default_rng(seed)
     from_prior = rng.random(samples) < DEFENSIVE

@@ -417,7 +417,8 @@ def cmd_collect(args: argparse.Namespace, comm: MPI.Comm) -> None:
             done = sweep.collect(Path(args.folder))
             print(f"wrote {done.csv} and {len(done.plots)} plot(s)")
             if done.sensitivity is not None:
-                print(f"wrote {done.sensitivity} and {done.sensitivity.with_suffix('.csv').name}")
+                csv_md = " and ".join(done.sensitivity.with_suffix(x).name for x in (".csv", ".md"))
+                print(f"wrote {done.sensitivity}, {csv_md}")
             for note in done.notes:
                 print(f"isolimb: note: {note}", file=sys.stderr)
             missing = done.missing
