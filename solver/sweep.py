@@ -106,9 +106,9 @@ def expand(spec_path: Path, out: Path) -> list[dict[str, object]]:
     names = list(spec.parameters)
     if both := sorted(set(names) & set(spec.fixed)):
         raise SweepError(f"{spec_path}: {both[0]!r} is both fixed and a parameter; expected one of the two")
-    for path, value in spec.fixed.items():
+    for path, fixed in spec.fixed.items():
         try:
-            _set(base_raw, path, value, str(spec_path))
+            _set(base_raw, path, fixed, str(spec_path))
         except (IndexError, ValueError, KeyError, TypeError) as err:
             raise SweepError(f"{spec_path}: fixed {path!r}: not a path into the base case ({err})") from None
     try:
