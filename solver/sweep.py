@@ -301,6 +301,10 @@ OUTCOMES = {  # column -> (label, function of summary)
         "perfusate / systemic AUC",
         lambda s: _agent(s, "perfusate_systemic_auc_ratio"),
     ),
+    "perfusate_systemic_auc_inf_ratio": (  # the clinic's ratio: systemic AUC extrapolated to infinity with CL/V
+        "perfusate / systemic AUC to infinity",
+        lambda s: _agent(s, "perfusate_auc_mg_min_per_L") / _agent(s, "systemic_auc_inf_mg_min_per_L"),
+    ),
     "peak_perfusate_mg_per_L": ("peak perfusate (mg/L)", lambda s: _agent(s, "peak_perfusate_mg_per_L")),
     "peak_systemic_mg_per_L": ("peak systemic, release included (mg/L)", lambda s: _agent(s, "peak_systemic_mg_per_L")),
     "tracer_leak_percent": ("tracer leak (%)", lambda s: 100 * s.get("tracer_leak_fraction", float("nan"))),
@@ -330,6 +334,7 @@ UNITS = {
     "tracer_leak_percent": "%",
     "systemic_leak_percent": "%",
     "perfusate_systemic_auc_ratio": "",
+    "perfusate_systemic_auc_inf_ratio": "",
     "peak_perfusate_mg_per_L": "mg/L",
     "peak_systemic_mg_per_L": "mg/L",
     "drug_balance_relative_error": "",
