@@ -199,6 +199,7 @@ class CoupledModel:
         self._build_control()
         self.cem43 = np.zeros_like(self.T.x.array)  # thermal dose, equivalent minutes at 43 C
         self.time_above_40C = np.zeros_like(self.T.x.array)  # seconds spent above 40 C
+        self.T_peak = self.T.x.array.copy()  # the highest temperature each node has had (K)
         self.agents = (
             [self._build_agent(name, params) for name, params in case.agents.items()]
             if (case.physics.drug and protocol is not None)
@@ -565,6 +566,7 @@ class CoupledModel:
             a.auc_perfusate += dt * a.circuit.C_p
         self.cem43 += cem43_increment(T, dt)
         self.time_above_40C += dt * (T > T_40)
+        np.maximum(self.T_peak, T, out=self.T_peak)
 
     # ------------------------------------------------------------------------------------------ state
     def state(self) -> ModelState:
@@ -579,7 +581,12 @@ class CoupledModel:
                 a.name: {"circuit": a.circuit.state(), **{key: getattr(a, key) for key in TOTALS}} for a in self.agents
             },
         }
-        nodal = {"T": self.T.x.array.copy(), "cem43": self.cem43.copy(), "time_above_40C": self.time_above_40C.copy()}
+        nodal = {
+            "T": self.T.x.array.copy(),
+            "T_peak": self.T_peak.copy(),
+            "cem43": self.cem43.copy(),
+            "time_above_40C": self.time_above_40C.copy(),
+        }
         for a in self.agents:
             nodal.update({f"{a.name}.{key}": v.copy() for key, v in zip(FIELDS, a.transport.fields(), strict=True)})
             nodal.update({f"{a.name}.{key}": getattr(a, key).copy() for key in ACCUMULATORS})
@@ -595,6 +602,7 @@ class CoupledModel:
             self.heat.T_old.x.array[:] = x["T"]
         self.cem43[:] = x["cem43"]
         self.time_above_40C[:] = x["time_above_40C"]
+        self.T_peak[:] = x.get("T_peak", x["T"])  # checkpoints written before the peak was kept: from now on
         if self.metabolism is not None:
             mb = self.metabolism
             mb.restore(s["metabolism"])

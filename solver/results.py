@@ -61,7 +61,7 @@ REGION_KEYS: dict[str, str] = {  # summary["regions"][region]
     "volume_m3": "m^3",
     "mass_kg": "kg: volume x the tissue's density",
     "pressure_mean_Pa": "Pa, at the end",
-    "temperature_max_degC": "degC",
+    "temperature_max_degC": "degC: the highest temperature anywhere in the region at any time of the run",
     "cem43_max_min": "min",
     "time_above_40C_max_min": "min: the longest time any point of the region spent above 40 C",
     "auc_free_mean": "kg s/m^3, of the primary agent",
