@@ -227,7 +227,9 @@ def test_default_case_end_to_end(default_case, comm):
     history = dict(sim.pressure_history)
     assert history[p.perfusion_duration] == pytest.approx(history[0.0], rel=1e-9)  # TNF v2: IFP unchanged
     assert s["regions"]["tumour"]["auc_free_mean"] > s["regions"]["necrosis"]["auc_free_mean"]  # no vessels
-    assert 37.5 < s["regions"]["muscle"]["temperature_max_degC"] < 39.5 + 1e-9  # heated by the 39.5 C inflow
+    # heated by the controlled inflow, never above the hottest inflow (maximum principle; metabolic heat is 0.9 W/kg)
+    hottest_inflow = max(row["inflow_temperature_degC"] for row in sim.rows)
+    assert 37.5 < s["regions"]["muscle"]["temperature_max_degC"] <= hottest_inflow + 0.05 <= 42.05
     # Drug diffusing into the vessel-free necrotic core (h^2/D >> dt) undershot to -2 mg/L with a consistent
     # mass matrix; the lumped P1 system keeps every concentration and the AUC non-negative.
     agent = sim.model.agents[0]
