@@ -22,7 +22,7 @@ OUTCOMES = {  # collected.csv column -> label
     "tumour_auc_free_mg_min_per_L": "tumour free AUC (mg min/L)",
     "muscle_auc_free_mg_min_per_L": "muscle free AUC (mg min/L)",
     "muscle_tissue_drug_ug_per_g": "muscle drug (ug/g)",
-    "probe_temperature_max_degC": "probes' highest settled mean (C)",
+    "muscle_temperature_max_degC": "muscle peak T (C)",
     "marrow_surviving_fraction": "marrow surviving fraction",
 }
 
