@@ -27,6 +27,7 @@ import numpy as np
 from solver.case import parse_case, parse_case_tree
 from solver.plots import read_series
 from solver.simulation import run_case
+from solver.sweep import OUTCOMES
 from solver.vtkhdf import VTKHDFSeries
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,10 +76,7 @@ def targets(root: Path) -> list[list[str]]:
         regions = s["regions"]
         tissue = {r: regions[r].get("tissue_drug_ug_per_g") for r in ("tumour", "muscle", "skin")}
         # Klaase's "skin/subcutis" biopsy holds skin with its subcutaneous fat: their mass-weighted mean
-        density = json.loads((root / name / "case_resolved.json").read_text())["tissue"]
-        mass = {r: regions[r]["volume_m3"] * density[r]["density"] for r in ("skin", "fat")}
-        drug = sum(regions[r]["tissue_drug_ug_per_g"] * mass[r] for r in mass)
-        tissue["skin/subcutis"] = drug / sum(mass.values())
+        tissue["skin/subcutis"] = OUTCOMES["skin_subcutis_tissue_drug_ug_per_g"][1](s)
         clinic = {"tumour": 6.8, "muscle": 6.5, "skin": 3.2, "skin/subcutis": 3.2}
         for region, value in tissue.items():
             if value is not None:

@@ -124,32 +124,41 @@ def analyse(design: dict, ids: list[str], rows: dict[str, dict], labels: dict[st
     return out
 
 
+def _leading(a: Analysis, table: list[list[object]], count: int = 4) -> list[tuple[str, float, float | None]]:
+    """The ``count`` leading parameters of one outcome: (name, main measure, half-width of its interval or None),
+    the measure being ST (Saltelli), mu* as a share of the largest mu* (Morris) or |rho| (otherwise)."""
+    measure, conf = {"saltelli": (3, 4), "morris": (1, 2)}.get(a.method, (1, None))
+    ranked = sorted(table, key=lambda r: -abs(float(r[measure])))  # type: ignore[arg-type]
+    scale = max(abs(float(ranked[0][measure])), 1e-300) if a.method == "morris" else 1.0  # type: ignore[arg-type]
+    return [
+        (
+            str(r[0]),
+            abs(float(r[measure])) / scale,  # type: ignore[arg-type]
+            float(r[conf]) / scale if conf is not None else None,  # type: ignore[arg-type]
+        )
+        for r in ranked[:count]
+    ]
+
+
 def dominance(a: Analysis) -> tuple[list[str], list[list[object]]]:
     """One row per outcome: the parameters' main measure (ST, mu* scaled to the largest, |rho|), largest first."""
-    measure = {"saltelli": 3, "morris": 1}.get(a.method, 1)
-    header, rows = ["outcome", "dominant parameters (largest first)"], []  # type: list[str], list[list[object]]
-    for outcome, table in a.table.items():
-        ranked = sorted(table, key=lambda r: -abs(float(r[measure])))  # type: ignore[arg-type]
-        top = max(abs(float(ranked[0][measure])), 1e-300)  # type: ignore[arg-type]
-        scale = top if a.method == "morris" else 1.0
-        shown = [f"{r[0]} ({abs(float(r[measure])) / scale:.2f})" for r in ranked[:4]]  # type: ignore[arg-type]
-        rows.append([outcome, "; ".join(shown)])
+    header = ["outcome", "dominant parameters (largest first)"]
+    rows: list[list[object]] = [
+        [outcome, "; ".join(f"{name} ({value:.2f})" for name, value, _ in _leading(a, table))]
+        for outcome, table in a.table.items()
+    ]
     return header, rows
 
 
 def markdown(a: Analysis, labels: dict[str, str]) -> str:
     """The dominance table for docs: per outcome the runs used and the leading parameters with the half-width of
     their 95 % interval (ST for Saltelli, mu* scaled to the largest for Morris, |rho| otherwise)."""
-    measure, conf = {"saltelli": (3, 4), "morris": (1, 2)}.get(a.method, (1, None))
     name = {"saltelli": "ST", "morris": "mu* / largest mu*"}.get(a.method, "|Spearman rho|")
     lines = [f"| outcome | runs | leading parameters: {name} (+- 95 % half-width) |", "|---|---|---|"]
     for outcome, table in a.table.items():
-        ranked = sorted(table, key=lambda r: -abs(float(r[measure])))  # type: ignore[arg-type]
-        scale = max(abs(float(ranked[0][measure])), 1e-300) if a.method == "morris" else 1.0  # type: ignore[arg-type]
         shown = [
-            f"{_short(str(r[0]))} {abs(float(r[measure])) / scale:.2f}"  # type: ignore[arg-type]
-            + (f" +- {float(r[conf]) / scale:.2f}" if conf is not None else "")  # type: ignore[arg-type]
-            for r in ranked[:4]
+            f"{_short(p)} {value:.2f}" + (f" +- {half:.2f}" if half is not None else "")
+            for p, value, half in _leading(a, table)
         ]
         lines.append(f"| {labels.get(outcome, outcome)} | {a.used_runs[outcome]} | {'; '.join(shown)} |")
     return "\n".join(lines) + "\n"
