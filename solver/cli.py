@@ -382,13 +382,22 @@ def cmd_converge(args: argparse.Namespace, comm: MPI.Comm) -> None:
     if comm.rank == 0 and not args.collect:
         try:
             converge.prepare(
-                Path(args.case), out, factors, args.levels, args.ratio, 0 if args.no_time else 3, args.ranks, args.time
+                Path(args.case),
+                out,
+                factors,
+                args.levels,
+                args.ratio,
+                0 if args.no_time else 3,
+                args.ranks,
+                args.time,
+                args.refine,
             )
         except (converge.ConvergeError, ValueError) as err:
             problem = str(err)
     refuse_if(comm, problem)
     if args.prepare:
-        _say(comm, f"prepared {out}/mesh (and {out}/time): cd there and sbatch sweep.sbatch (or ./run_local.sh);")
+        folders = ", ".join(str(out / name) for name in converge.SWEEPS if (out / name).is_dir())
+        _say(comm, f"prepared {folders}: in each, sbatch sweep.sbatch (or ./run_local.sh);")
         _say(comm, f"then: isolimb converge {args.case} -o {out} --collect")
         return
     if not args.collect:
@@ -539,6 +548,9 @@ def parser() -> argparse.ArgumentParser:
     cv.add_argument("--factors", help="mesh size factors, e.g. 2.5,1.8,1.3 (default: the case's, then / ratio)")
     cv.add_argument("--levels", type=int, default=3, help="mesh levels without --factors (default 3)")
     cv.add_argument("--ratio", type=float, default=1.4, help="size ratio between mesh levels (default 1.4)")
+    cv.add_argument(
+        "--refine", type=int, default=0, help="finer levels by parallel uniform refinement of the finest (default 0)"
+    )
     cv.add_argument("--no-time", action="store_true", help="no time-step study")
     cv.add_argument("--prepare", action="store_true", help="only write the sweeps (SLURM: sbatch each sweep.sbatch)")
     cv.add_argument("--collect", action="store_true", help="only tabulate finished runs")

@@ -5,6 +5,11 @@ Two sweeps (solver.sweep) are written into the study folder: ``mesh/`` runs the 
 every cell shrinks by the same ratio) and ``time/`` at dt, dt/2, dt/4 on the case's own mesh. Each is an
 ordinary sweep folder: run here (in this process, at this command's rank count; finished runs are skipped),
 or submit its ``sweep.sbatch`` SLURM array and call ``isolimb converge CASE -o OUT --collect`` afterwards.
+With ``--refine K`` a third sweep, ``refined/``, adds K finer mesh levels: the finest generated mesh split into 8
+per tetrahedron K times in parallel (``mesh.refine``), for levels gmsh cannot mesh on one rank; a file mesh
+(no size_factor) is studied by refinement alone (as read, refined 1x, 2x, ...). Refinement keeps the parent's
+surfaces (curved boundaries stay as faceted as the parent mesh), so those levels differ from the generated family
+by a geometry error of the parent's size, second order for volume means.
 
 For every headline outcome the three finest levels give the observed order p, the Richardson-extrapolated value
 and the error estimate of each level (Celik et al. 2008, J. Fluids Eng. 130:078001, for ratios that need not
@@ -28,6 +33,7 @@ from solver import results, sweep
 from solver.output import write_atomic
 
 DEFAULT_RATIO = 1.4  # mesh size ratio between levels: 2.7x the cells per level
+SWEEPS = ("mesh", "refined", "time")  # the study's sweep folders; "refined" belongs to the mesh study
 MMHG = 133.322387415
 
 
@@ -128,29 +134,42 @@ def prepare(
     time_levels: int = 3,
     ranks: int = 1,
     wall: str = "01:00:00",
+    refine: int = 0,
 ) -> dict[str, list[dict]]:
-    """Write the ``mesh`` (and, with ``time_levels`` >= 3, ``time``) sweeps of ``case`` into ``out``."""
+    """Write the ``mesh`` (and, with ``time_levels`` >= 3, ``time``) sweeps of ``case`` into ``out``; ``refine``
+    adds as many finer levels (the ``refined`` sweep), each the finest mesh split once more in parallel
+    (``mesh.refine``, 8x the cells): levels beyond what gmsh meshes on one rank, and the only levels of a file mesh."""
     case_file = case / "case.toml" if case.is_dir() else case
     if not case_file.exists():
         raise ConvergeError(f"{case}: no case.toml there")
     raw = tomllib.loads(case_file.read_text())
+    base_refine = int(raw.get("mesh", {}).get("refine", 0))
+    studies: dict[str, tuple[dict[str, list], dict[str, object]]] = {}  # name -> (varied, fixed)
+    finer = list(range(base_refine + 1, base_refine + refine + 1))
     if raw.get("mesh", {}).get("generator") == "file":
-        raise ConvergeError(f"{case}: a file mesh has no size_factor; a mesh study needs a generated mesh")
-    mesh_levels = _levels(case_file, factors, levels, ratio)
-    if len(mesh_levels) < 3:
-        raise ConvergeError(f"--factors {mesh_levels}: a study needs at least three mesh levels")
-    studies: dict[str, dict[str, list]] = {"mesh": {"mesh.size_factor": mesh_levels}}
+        if refine < 2:
+            raise ConvergeError(f"{case}: a file mesh has no size_factor; study it by refinement (--refine 2 or more)")
+        studies["mesh"] = ({"mesh.refine": [base_refine, *finer]}, {})
+    else:
+        mesh_levels = _levels(case_file, factors, levels, ratio)
+        if len(mesh_levels) + refine < 3:
+            raise ConvergeError(f"--factors {mesh_levels}: a study needs at least three mesh levels")
+        studies["mesh"] = ({"mesh.size_factor": mesh_levels}, {})
+        if refine:
+            studies["refined"] = ({"mesh.refine": finer}, {"mesh.size_factor": mesh_levels[-1]})
     if time_levels >= 3:
         from solver.case import parse_case
 
         dt = parse_case(case_file).numerics.dt
-        studies["time"] = {"numerics.dt": [f"{dt / 2**i:.10g} s" for i in range(time_levels)]}
+        studies["time"] = ({"numerics.dt": [f"{dt / 2**i:.10g} s" for i in range(time_levels)]}, {})
     out.mkdir(parents=True, exist_ok=True)
     runs = {}
-    for name, parameters in studies.items():
+    for name, (parameters, fixed) in studies.items():
         spec = out / f"{name}.toml"
         text = f'base = "{case_file.resolve()}"\nranks = {ranks}\ntime = "{wall}"\n[parameters]\n'
         text += "".join(f'"{k}" = {json.dumps(v)}\n' for k, v in parameters.items())
+        if fixed:
+            text += "[fixed]\n" + "".join(f'"{k}" = {json.dumps(v)}\n' for k, v in fixed.items())
         write_atomic(spec, text)
         if (out / name / results.RUNS).exists():  # already prepared: keep its results
             with open(out / name / results.RUNS) as f:
@@ -166,7 +185,7 @@ def prepare(
 def pending(out: Path) -> list[Path]:
     """Case folders of the study without a finished run."""
     todo = []
-    for name in ("mesh", "time"):
+    for name in SWEEPS:
         for case in sorted((out / name / "cases").glob("run-*")):
             if not (out / name / "results" / case.name / results.SUMMARY).exists():
                 todo.append(case)
@@ -178,7 +197,7 @@ class Study:
     """One sweep of the study: sizes per level (coarse to fine) and outcomes per level."""
 
     name: str  # "mesh" or "time"
-    parameter: list[str]  # the swept value per level, as written
+    parameter: list[str]  # each level's name: "size_factor 1.3", "size_factor 1.3, refined 1x", "dt 30 s"
     sizes: list[float]  # h = cells^(-1/3) (relative) or dt (s)
     cells: list[int]
     wall_seconds: list[float]
@@ -186,28 +205,47 @@ class Study:
     formal_order: float = math.inf  # P_k elements: k + 1 for means; backward Euler: 1
 
 
-def read_study(out: Path, name: str) -> Study | None:
-    folder = out / name
-    if not (folder / results.RUNS).exists():
-        return None
+def _label(key: str, value: str, fixed: dict) -> str:
+    """How a level is named in the table: 'size_factor 1.3', 'size_factor 1.3, refined 1x', 'dt 30 s'."""
+    name = key.split(".")[-1]
+    if name != "refine":
+        return f"{name} {value}"
+    where = f"size_factor {fixed['mesh.size_factor']}, " if "mesh.size_factor" in fixed else ""
+    return f"{where}refined {value}x" if int(value) else f"{where}as meshed"
+
+
+def _read_sweep(folder: Path) -> list[tuple[str, dict, float]]:
+    """(label, summary, wall seconds) of each run of one sweep folder of the study."""
     with open(folder / results.RUNS) as f:
         runs = list(csv.DictReader(f))
+    spec = folder.with_suffix(".toml")  # the sweep spec prepare() wrote beside the folder
+    fixed = tomllib.loads(spec.read_text()).get("fixed", {}) if spec.exists() else {}
     key = [k for k in runs[0] if k != "id"][0]
-    summaries = []
+    levels = []
     for run in runs:
         path = folder / "results" / run["id"] / results.SUMMARY
         if not path.exists():
             raise ConvergeError(f"{path}: missing; run the study first (isolimb converge without --collect)")
-        summaries.append(json.loads(path.read_text()))
+        prov = folder / "results" / run["id"] / results.PROVENANCE
+        wall = json.loads(prov.read_text()).get("wall_seconds", math.nan) if prov.exists() else math.nan
+        levels.append((_label(key, run[key], fixed), json.loads(path.read_text()), wall))
+    return levels
+
+
+def read_study(out: Path, name: str) -> Study | None:
+    """The ``mesh`` study (its ``refined`` levels included) or the ``time`` study of the folder ``out``."""
+    folder = out / name
+    if not (folder / results.RUNS).exists():
+        return None
+    levels = _read_sweep(folder)
+    if name == "mesh" and (out / "refined" / results.RUNS).exists():
+        levels += _read_sweep(out / "refined")
+    summaries = [s for _, s, _ in levels]
     cells = [int(s["mesh"]["cells"]) for s in summaries]
     if name == "mesh":
         sizes = [c ** (-1.0 / 3.0) for c in cells]
     else:
-        sizes = [float(run[key].split()[0]) for run in runs]
-    walls = []
-    for run in runs:
-        prov = folder / "results" / run["id"] / results.PROVENANCE
-        walls.append(json.loads(prov.read_text()).get("wall_seconds", math.nan) if prov.exists() else math.nan)
+        sizes = [float(label.split()[1]) for label, _, _ in levels]
     outcomes = {}
     for k, (_, get) in HEADLINE.items():
         values = []
@@ -218,16 +256,15 @@ def read_study(out: Path, name: str) -> Study | None:
                 values.append(math.nan)
         if all(np.isfinite(values)) and any(v != 0 for v in values):
             outcomes[k] = values
-    order = np.argsort(sizes)[::-1]  # coarse to fine
-    pick = [int(i) for i in order]
-    resolved = folder / "results" / runs[0]["id"] / results.CASE_RESOLVED
-    degree = json.loads(resolved.read_text()).get("numerics", {}).get("degree", 1) if resolved.exists() else 1
+    pick = [int(i) for i in np.argsort(sizes)[::-1]]  # coarse to fine
+    first = folder / "results" / "run-0000" / results.CASE_RESOLVED
+    degree = json.loads(first.read_text()).get("numerics", {}).get("degree", 1) if first.exists() else 1
     return Study(
         name,
-        [runs[i][key] for i in pick],
+        [levels[i][0] for i in pick],
         [sizes[i] for i in pick],
         [cells[i] for i in pick],
-        [walls[i] for i in pick],
+        [levels[i][2] for i in pick],
         {k: [v[i] for i in pick] for k, v in outcomes.items()},
         degree + 1.0 if name == "mesh" else 1.0,
     )
@@ -236,8 +273,7 @@ def read_study(out: Path, name: str) -> Study | None:
 def table(study: Study) -> tuple[list[str], list[list[str]]]:
     """Header and rows: per outcome, each level's value and error estimate, the order and the extrapolation."""
     n = len(study.sizes)
-    what = "size_factor" if study.name == "mesh" else "dt"
-    header = ["outcome", *(f"{what} {p} ({c} cells)" for p, c in zip(study.parameter, study.cells, strict=True))]
+    header = ["outcome", *(f"{p} ({c} cells)" for p, c in zip(study.parameter, study.cells, strict=True))]
     header += ["observed order", "extrapolated", "note"]
     rows = []
     for k, values in study.outcomes.items():

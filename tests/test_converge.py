@@ -99,3 +99,48 @@ def test_converge_prepare_writes_mesh_and_time_sweeps(tmp_path):
     factors = [parse_case(out / "mesh" / "cases" / f"run-{i:04d}").mesh.size_factor for i in range(4)]
     assert factors == pytest.approx([1.0, 1 / 1.4, 1 / 1.4**2, 1 / 1.4**3], rel=1e-3)
     assert converge.pending(out) and not (out / "convergence.md").exists()
+
+
+@pytest.mark.serial
+def test_converge_prepare_refined_levels(tmp_path):
+    """--refine: finer levels as a third sweep, the finest generated mesh split in parallel 1x, 2x; a file mesh is
+    studied by refinement alone and needs two refinements."""
+    if MPI.COMM_WORLD.size > 1:
+        pytest.skip("launches its own process")
+    out = tmp_path / "study"
+    done = _cli("converge", str(CASES / "student-small"), "-o", str(out), "--prepare", "--factors", "2,1.4",
+                "--refine", "2", "--no-time")  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "refined" in done.stdout and not (out / "time").exists()
+    refined = [parse_case(out / "refined" / "cases" / f"run-{i:04d}").mesh for i in range(2)]
+    assert [(m.size_factor, m.refine) for m in refined] == [(1.4, 1), (1.4, 2)]
+    assert [parse_case(out / "mesh" / "cases" / f"run-{i:04d}").mesh.refine for i in range(2)] == [0, 0]
+    few = _cli("converge", str(CASES / "student-small"), "-o", str(tmp_path / "few"), "--prepare", "--factors", "2,1.4")
+    assert few.returncode != 0 and "at least three mesh levels" in few.stderr
+    read = tmp_path / "read" / "case.toml"  # a file mesh: refinement is its only route to finer levels
+    read.parent.mkdir()
+    read.write_text('title = "x"\n[mesh]\ngenerator = "file"\npath = "box.msh"\nregions = { muscle = 7 }\n')
+    bad = _cli("converge", str(read.parent), "-o", str(tmp_path / "file"), "--prepare", "--refine", "1")
+    assert bad.returncode != 0 and "--refine 2 or more" in bad.stderr
+
+
+def test_read_study_orders_generated_and_refined_levels(tmp_path):
+    """The refined levels join the mesh study as finer sizes h = cells^(-1/3), named by their parent and count."""
+    rows = {"mesh": [("run-0000", "2.0", 1000), ("run-0001", "1.4", 2900)], "refined": [("run-0000", "1", 23200)]}
+    for name, runs in rows.items():
+        folder = tmp_path / name
+        key = "mesh.size_factor" if name == "mesh" else "mesh.refine"
+        fixed = '[fixed]\n"mesh.size_factor" = 1.4\n' if name == "refined" else ""
+        (tmp_path / f"{name}.toml").write_text(f'base = "x"\n[parameters]\n"{key}" = []\n{fixed}')
+        folder.mkdir()
+        (folder / "runs.csv").write_text(f"id,{key}\n" + "".join(f"{i},{v}\n" for i, v, _ in runs))
+        for run_id, _, cells in runs:
+            (folder / "results" / run_id).mkdir(parents=True)
+            ifp = 4.0 + 100.0 * cells ** (-2.0 / 3.0)  # second order in h
+            summary = {"mesh": {"cells": cells}, "regions": {"tumour": {"pressure_mean_Pa": ifp * MMHG}}, "agents": {}}
+            (folder / "results" / run_id / "summary.json").write_text(json.dumps(summary))
+    study = converge.read_study(tmp_path, "mesh")
+    assert study is not None and study.cells == [1000, 2900, 23200]
+    assert study.parameter == ["size_factor 2.0", "size_factor 1.4", "size_factor 1.4, refined 1x"]
+    r = converge.richardson(study.sizes, study.outcomes["tumour_ifp"], study.formal_order)
+    assert r.order == pytest.approx(2.0, rel=1e-6) and r.extrapolated == pytest.approx(4.0, rel=1e-9)
