@@ -11,10 +11,12 @@ per tetrahedron K times in parallel (``mesh.refine``), for levels gmsh cannot me
 surfaces (curved boundaries stay as faceted as the parent mesh), so those levels differ from the generated family
 by a geometry error of the parent's size, second order for volume means.
 
-For every headline outcome the three finest levels give the observed order p, the Richardson-extrapolated value
-and the error estimate of each level (Celik et al. 2008, J. Fluids Eng. 130:078001, for ratios that need not
-be equal; the mesh size is h = (cells)^(-1/3), the time size dt). Oscillating or flat differences give no
-order: the level's error is then bounded by the spread of the levels. A table (``convergence.md``, ``.csv``)
+For every headline outcome three levels (the finest, then each next coarser one at least 1.15 times its size)
+give the observed order p, the Richardson-extrapolated value and the error estimate of every level (Celik et
+al. 2008, J. Fluids Eng. 130:078001, for ratios that need not be equal; the mesh size is h = (cells)^(-1/3),
+the time size dt). Oscillating or flat differences give no order: the level's error is then bounded by the
+spread of the levels; differences that grow as the levels refine give no order either (Celik's absolute value
+would make one up): the two finest are then extrapolated with the formal order. A table (``convergence.md``, ``.csv``)
 and a plot (``convergence.png``) are written.
 """
 
@@ -33,6 +35,8 @@ from solver import results, sweep
 from solver.output import write_atomic
 
 DEFAULT_RATIO = 1.4  # mesh size ratio between levels: 2.7x the cells per level
+MIN_RATIO = 1.15  # smallest size ratio between the levels Richardson uses
+MAX_OBSERVED_ORDER = 20.0  # the observed order is sought in (0, 20]
 SWEEPS = ("mesh", "refined", "time")  # the study's sweep folders; "refined" belongs to the mesh study
 MMHG = 133.322387415
 
@@ -78,16 +82,46 @@ class Richardson:
     note: str
 
 
+def _triple(h: np.ndarray) -> list[int]:
+    """Indices of the three levels Richardson uses: the finest, then each next coarser level whose size is at
+    least MIN_RATIO times the last one taken (levels closer than that amplify the noise of the differences)."""
+    order = [int(i) for i in np.argsort(h)]  # fine to coarse
+    chosen = order[:1]
+    for i in order[1:]:
+        if len(chosen) < 3 and h[i] >= MIN_RATIO * h[chosen[-1]]:
+            chosen.append(i)
+    return chosen
+
+
+def _observed_order(r21: float, r32: float, ratio: float) -> float:
+    """The p > 0 that solves e32/e21 = r21^p (r32^p - 1)/(r21^p - 1) (Celik's equation without its absolute
+    value, which would turn a difference that grows under refinement into a spurious order); nan if none."""
+
+    def residual(p: float) -> float:
+        return p * math.log(r21) + math.log((r32**p - 1) / (r21**p - 1)) - math.log(ratio)
+
+    lo, hi = 1e-6, MAX_OBSERVED_ORDER
+    if residual(lo) >= 0 or residual(hi) <= 0:
+        return math.nan
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if residual(mid) < 0 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 def richardson(h: list[float], values: list[float], max_order: float = math.inf) -> Richardson:
-    """Richardson extrapolation from the three finest of ``h`` (sizes, any order) and ``values``.
+    """Richardson extrapolation from three levels of ``h`` (sizes, any order) and ``values``: the finest and the
+    next coarser ones at least MIN_RATIO apart (Celik et al. 2008, unequal ratios allowed).
 
     An observed order above ``max_order`` (the formal order of the discretisation) is not trusted: the
-    extrapolation and the error estimates then use ``max_order`` (more cautious), as Roache advises."""
-    order_idx = np.argsort(h)  # fine to coarse
-    hs, vs = np.asarray(h, float)[order_idx], np.asarray(values, float)[order_idx]
-    if len(hs) < 3 or not np.all(np.isfinite(vs[:3])):
+    extrapolation and the error estimates then use ``max_order`` (more cautious), as Roache advises. Differences
+    that do not shrink as the levels refine give no order: the two finest are then extrapolated with the formal
+    order (or, without one, the error is bounded by the spread of the levels)."""
+    hs, vs = np.asarray(h, float), np.asarray(values, float)
+    idx = _triple(hs)
+    if len(idx) < 3 or not np.all(np.isfinite(vs[idx])):
         return Richardson(math.nan, math.nan, [math.nan] * len(h), math.nan, "fewer than three levels")
-    (h1, h2, h3), (f1, f2, f3) = hs[:3], vs[:3]
+    (h1, h2, h3), (f1, f2, f3) = hs[idx], vs[idx]
     r21, r32 = h2 / h1, h3 / h2
     e21, e32 = f2 - f1, f3 - f2
     scale = max(abs(f1), 1e-300)
@@ -97,22 +131,20 @@ def richardson(h: list[float], values: list[float], max_order: float = math.inf)
     if e21 * e32 <= 0 or abs(e21) <= 1e-12 * scale:
         errors = [spread] * len(values)
         return Richardson(math.nan, f1, errors, spread, "oscillating: error bounded by the spread of the levels")
-    s = 1.0
-    p = abs(math.log(abs(e32 / e21))) / math.log(r21)
-    for _ in range(100):  # fixed point of Celik's equation for unequal ratios
-        q = math.log((r21**p - s) / (r32**p - s)) if r21 != r32 else 0.0
-        p_new = abs(math.log(abs(e32 / e21)) + q) / math.log(r21)
-        if abs(p_new - p) < 1e-10:
-            p = p_new
-            break
-        p = p_new
-    used = min(p, max_order)
+    p = _observed_order(r21, r32, e32 / e21)
+    if math.isnan(p) and not math.isfinite(max_order):
+        errors = [spread] * len(values)
+        return Richardson(p, f1, errors, spread, "differences grow as the levels refine: error bounded by the spread")
+    used = max_order if math.isnan(p) else min(p, max_order)
     ext = (r21**used * f1 - f2) / (r21**used - 1)
     errors = [abs(v - ext) / max(abs(ext), 1e-300) for v in values]
     gci = 1.25 * abs(e21 / f1) / (r21**used - 1) if f1 != 0 else math.nan
-    note = "monotone" if p >= 0.5 else "monotone, order below 0.5: extrapolation doubtful"
-    if used < p:
-        note += f"; extrapolated with the formal order {used:g}"
+    if math.isnan(p):
+        note = f"differences grow as the levels refine: no order; two finest extrapolated at the formal order {used:g}"
+    else:
+        note = "monotone" if p >= 0.5 else "monotone, order below 0.5: extrapolation doubtful"
+        if used < p:
+            note += f"; extrapolated with the formal order {used:g}"
     return Richardson(p, ext, errors, gci, note)
 
 

@@ -45,6 +45,26 @@ def test_richardson_oscillating_and_flat():
     assert flat.errors == [0.0, 0.0, 0.0]
 
 
+def test_richardson_growing_differences_have_no_order():
+    """Differences that grow as the levels refine solve Celik's equation only with its absolute value (a spurious
+    order): no order; the two finest are extrapolated with the formal order, or the spread bounds the error."""
+    h, f = [4.0, 2.0, 1.0], [1.0, 1.01, 1.03]  # coarse to fine: +0.01, then +0.02
+    r = converge.richardson(h, f, max_order=1.0)
+    assert math.isnan(r.order) and "differences grow" in r.note
+    assert r.extrapolated == pytest.approx(1.05)  # 1.03 + (1.03 - 1.01) / (2^1 - 1)
+    assert converge.richardson(h, f).errors == [pytest.approx(0.03 / 1.03)] * 3
+
+
+def test_richardson_skips_levels_too_close_to_a_finer_one():
+    """A level within MIN_RATIO of a finer chosen one gets its error against the extrapolation, but is not used:
+    the same extrapolation as without it, even when its value is off the curve."""
+    h, f = [0.4, 0.25, 0.17], [2.0 + 3.0 * x**2 for x in [0.4, 0.25, 0.17]]
+    with_close = converge.richardson([*h, 0.18], [*f, 2.0 + 3.0 * 0.18**2 + 0.01], max_order=2.0)
+    assert with_close.order == pytest.approx(2.0, rel=1e-6)
+    assert with_close.extrapolated == pytest.approx(2.0, rel=1e-9)
+    assert with_close.errors[-1] == pytest.approx((3.0 * 0.18**2 + 0.01) / 2.0, rel=1e-9)
+
+
 def _cli(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
     return isolimb_cli(*args, ranks=ranks, timeout=600)
 
