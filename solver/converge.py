@@ -80,6 +80,7 @@ class Richardson:
     errors: list[float]  # |value - extrapolated| / |extrapolated| per level (coarse to fine); the spread if no order
     gci_fine: float  # Roache's grid convergence index of the finest level (safety factor 1.25)
     note: str
+    used_order: float = math.nan  # the order the extrapolation used (observed, or formal when capped or absent)
 
 
 def _triple(h: np.ndarray) -> list[int]:
@@ -145,7 +146,7 @@ def richardson(h: list[float], values: list[float], max_order: float = math.inf)
         note = "monotone" if p >= 0.5 else "monotone, order below 0.5: extrapolation doubtful"
         if used < p:
             note += f"; extrapolated with the formal order {used:g}"
-    return Richardson(p, ext, errors, gci, note)
+    return Richardson(p, ext, errors, gci, note, used)
 
 
 # --------------------------------------------------------------------------------------------- the study
@@ -370,12 +371,12 @@ def plot(studies: list[Study], path: Path) -> Path:
             values = study.outcomes[k]
             r = richardson(study.sizes, values, study.formal_order)
             ax.plot(study.sizes, values, "o-", label="levels")
-            if np.isfinite(r.order):
+            if np.isfinite(r.used_order):  # the curve the extrapolation assumes, through the finest level
                 h = np.linspace(0.0, max(study.sizes), 50)
                 h1, f1 = min(study.sizes), values[int(np.argmin(study.sizes))]
-                ax.plot(
-                    h, r.extrapolated + (f1 - r.extrapolated) * (h / h1) ** r.order, "--", label=f"p = {r.order:.2f}"
-                )
+                observed = "none" if np.isnan(r.order) else f"{r.order:.2f}"
+                label = f"p = {r.used_order:.2f}" + (f" (observed: {observed})" if r.order != r.used_order else "")
+                ax.plot(h, r.extrapolated + (f1 - r.extrapolated) * (h / h1) ** r.used_order, "--", label=label)
             ax.axhline(r.extrapolated, color="grey", lw=0.8)
             ax.set_title(HEADLINE[k][0], fontsize=9)
             ax.set_xlabel("h = cells^(-1/3)" if study.name == "mesh" else "dt (s)", fontsize=8)

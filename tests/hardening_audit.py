@@ -409,7 +409,7 @@ PROBES = [
     Probe(
         'distal_radius = "30 cm"',
         "C++ abort, exit 134",
-        bad_case(edit("size_factor = 1.3", 'size_factor = 1.3\ndistal_radius = "30 cm"', LEG), "distal_radius"),
+        bad_case(edit("size_factor = 1.1", 'size_factor = 1.1\ndistal_radius = "30 cm"', LEG), "distal_radius"),
     ),
     Probe(
         '"nan mmHg"',
