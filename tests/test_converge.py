@@ -83,14 +83,7 @@ def test_converge_baxter_jain_against_the_closed_form(ranks, tmp_path):
     assert "observed order" in done.stdout and "tumour mean IFP (mmHg)" in done.stdout
     for name in ("convergence.md", "convergence_mesh.csv", "convergence.png"):
         assert (out / name).exists(), name
-    case = parse_case(case_dir)
-    t, R = case.tissue["tumour"], case.mesh.radius
-    pe = t.p_v - t.sigma_p * (t.pi_v - t.pi_i)
-    alpha = R * math.sqrt(t.Lp * t.S_V / t.K)
-    exact = {  # volume mean of the Baxter-Jain profile, and the rim velocity
-        "tumour_ifp": pe * (1 - 3 * (alpha / math.tanh(alpha) - 1) / alpha**2) / MMHG,
-        "tumour_rim_outflow": t.K * pe / R * (alpha / math.tanh(alpha) - 1) * 1e6,
-    }
+    exact = _baxter_jain_exact(case_dir)  # volume mean of the Baxter-Jain profile, and the rim velocity
     study = converge.read_study(out, "mesh")
     assert study is not None and len(study.sizes) == 3 and study.cells[0] < study.cells[-1]
     for key, value in exact.items():
@@ -101,6 +94,37 @@ def test_converge_baxter_jain_against_the_closed_form(ranks, tmp_path):
         assert finest < 2 * r.errors[-1] + 1e-4, key
     summary = json.loads((out / "mesh" / "results" / "run-0002" / "summary.json").read_text())
     assert summary["ranks"] == ranks
+
+
+def _baxter_jain_exact(case_dir) -> dict[str, float]:
+    """Volume-mean IFP (mmHg) and rim velocity (um/s) of the Baxter-Jain sphere in closed form (MODEL.md section 2)."""
+    case = parse_case(case_dir)
+    t, R = case.tissue["tumour"], case.mesh.radius
+    pe = t.p_v - t.sigma_p * (t.pi_v - t.pi_i)
+    alpha = R * math.sqrt(t.Lp * t.S_V / t.K)
+    return {
+        "tumour_ifp": pe * (1 - 3 * (alpha / math.tanh(alpha) - 1) / alpha**2) / MMHG,
+        "tumour_rim_outflow": t.K * pe / R * (alpha / math.tanh(alpha) - 1) * 1e6,
+    }
+
+
+@pytest.mark.serial
+@pytest.mark.parametrize("ranks", [1, 2])
+def test_converge_refined_level_runs_and_approaches_the_closed_form(ranks, tmp_path):
+    """--refine 1 runs the finest level split in parallel (8x its cells) as the study's finest level; its mean IFP
+    lies nearer the closed form than its parent's (wrong region tags after the split would move it away)."""
+    if MPI.COMM_WORLD.size > 1:
+        pytest.skip("launches its own ranks")
+    case_dir = CASES / "benchmark-baxter-jain-raised-k"
+    out = tmp_path / "study"
+    done = _cli("converge", str(case_dir), "-o", str(out), "--factors", "3,2.2", "--refine", "1", "--no-time",
+                ranks=ranks)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "size_factor 2.2, refined 1x" in done.stdout
+    study = converge.read_study(out, "mesh")
+    assert study is not None and study.cells[-1] == 8 * study.cells[-2]
+    ifp, exact = study.outcomes["tumour_ifp"], _baxter_jain_exact(case_dir)["tumour_ifp"]
+    assert abs(ifp[-1] - exact) < abs(ifp[-2] - exact) < abs(ifp[-3] - exact)
 
 
 @pytest.mark.serial
