@@ -244,7 +244,7 @@ def _label(key: str, value: str, fixed: dict) -> str:
     if name != "refine":
         return f"{name} {value}"
     where = f"size_factor {fixed['mesh.size_factor']}, " if "mesh.size_factor" in fixed else ""
-    return f"{where}refined {value}x" if int(value) else f"{where}as meshed"
+    return f"{where}refined {value}x" if int(value) else f"{where}not refined"
 
 
 def _read_sweep(folder: Path) -> list[tuple[str, dict, float]]:
