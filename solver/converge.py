@@ -238,30 +238,37 @@ class Study:
     formal_order: float = math.inf  # P_k elements: k + 1 for means; backward Euler: 1
 
 
-def _label(key: str, value: str, fixed: dict) -> str:
-    """How a level is named in the table: 'size_factor 1.3', 'size_factor 1.3, refined 1x', 'dt 30 s'."""
-    name = key.split(".")[-1]
-    if name != "refine":
-        return f"{name} {value}"
-    where = f"size_factor {fixed['mesh.size_factor']}, " if "mesh.size_factor" in fixed else ""
-    return f"{where}refined {value}x" if int(value) else f"{where}not refined"
+@dataclass
+class Level:
+    """One finished run of the study, read from its folder."""
+
+    case: dict  # the resolved case (SI units)
+    summary: dict
+    wall_seconds: float
+
+    def label(self, study: str) -> str:
+        """How the level is named in the table: 'size_factor 1.3', 'size_factor 1.3, refined 1x', 'dt 30 s'."""
+        if study == "time":
+            return f"dt {self.case['numerics']['dt']:g} s"
+        mesh = self.case["mesh"]
+        where = f"size_factor {mesh['size_factor']:g}" if "size_factor" in mesh else "as read"
+        return f"{where}, refined {mesh['refine']}x" if mesh.get("refine") else where
 
 
-def _read_sweep(folder: Path) -> list[tuple[str, dict, float]]:
-    """(label, summary, wall seconds) of each run of one sweep folder of the study."""
+def _read_sweep(folder: Path) -> list[Level]:
+    """Every run of one sweep folder of the study."""
     with open(folder / results.RUNS) as f:
-        runs = list(csv.DictReader(f))
-    spec = folder.with_suffix(".toml")  # the sweep spec prepare() wrote beside the folder
-    fixed = tomllib.loads(spec.read_text()).get("fixed", {}) if spec.exists() else {}
-    key = [k for k in runs[0] if k != "id"][0]
+        ids = [row["id"] for row in csv.DictReader(f)]
     levels = []
-    for run in runs:
-        path = folder / "results" / run["id"] / results.SUMMARY
-        if not path.exists():
-            raise ConvergeError(f"{path}: missing; run the study first (isolimb converge without --collect)")
-        prov = folder / "results" / run["id"] / results.PROVENANCE
-        wall = json.loads(prov.read_text()).get("wall_seconds", math.nan) if prov.exists() else math.nan
-        levels.append((_label(key, run[key], fixed), json.loads(path.read_text()), wall))
+    for run_id in ids:
+        run = folder / "results" / run_id
+        if not (run / results.SUMMARY).exists():
+            raise ConvergeError(
+                f"{run / results.SUMMARY}: missing; run the study first (isolimb converge without --collect)"
+            )
+        prov = json.loads((run / results.PROVENANCE).read_text()) if (run / results.PROVENANCE).exists() else {}
+        case = json.loads((run / results.CASE_RESOLVED).read_text())
+        levels.append(Level(case, json.loads((run / results.SUMMARY).read_text()), prov.get("wall_seconds", math.nan)))
     return levels
 
 
@@ -273,31 +280,29 @@ def read_study(out: Path, name: str) -> Study | None:
     levels = _read_sweep(folder)
     if name == "mesh" and (out / "refined" / results.RUNS).exists():
         levels += _read_sweep(out / "refined")
-    summaries = [s for _, s, _ in levels]
-    cells = [int(s["mesh"]["cells"]) for s in summaries]
+    cells = [int(level.summary["mesh"]["cells"]) for level in levels]
     if name == "mesh":
         sizes = [c ** (-1.0 / 3.0) for c in cells]
     else:
-        sizes = [float(label.split()[1]) for label, _, _ in levels]
+        sizes = [float(level.case["numerics"]["dt"]) for level in levels]
     outcomes = {}
     for k, (_, get) in HEADLINE.items():
         values = []
-        for s in summaries:
+        for level in levels:
             try:
-                values.append(float(get(s)))  # type: ignore[operator]
+                values.append(float(get(level.summary)))  # type: ignore[operator]
             except (KeyError, TypeError, ValueError):
                 values.append(math.nan)
         if all(np.isfinite(values)) and any(v != 0 for v in values):
             outcomes[k] = values
     pick = [int(i) for i in np.argsort(sizes)[::-1]]  # coarse to fine
-    first = folder / "results" / "run-0000" / results.CASE_RESOLVED
-    degree = json.loads(first.read_text()).get("numerics", {}).get("degree", 1) if first.exists() else 1
+    degree = levels[0].case.get("numerics", {}).get("degree", 1)
     return Study(
         name,
-        [levels[i][0] for i in pick],
+        [levels[i].label(name) for i in pick],
         [sizes[i] for i in pick],
         [cells[i] for i in pick],
-        [levels[i][2] for i in pick],
+        [levels[i].wall_seconds for i in pick],
         {k: [v[i] for i in pick] for k, v in outcomes.items()},
         degree + 1.0 if name == "mesh" else 1.0,
     )

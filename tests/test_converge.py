@@ -69,6 +69,18 @@ def _cli(*args: str, ranks: int = 1) -> subprocess.CompletedProcess:
     return isolimb_cli(*args, ranks=ranks, timeout=600)
 
 
+def _baxter_jain_exact(case_dir) -> dict[str, float]:
+    """Volume-mean IFP (mmHg) and rim velocity (um/s) of the Baxter-Jain sphere in closed form (MODEL.md section 2)."""
+    case = parse_case(case_dir)
+    t, R = case.tissue["tumour"], case.mesh.radius
+    pe = t.p_v - t.sigma_p * (t.pi_v - t.pi_i)
+    alpha = R * math.sqrt(t.Lp * t.S_V / t.K)
+    return {
+        "tumour_ifp": pe * (1 - 3 * (alpha / math.tanh(alpha) - 1) / alpha**2) / MMHG,
+        "tumour_rim_outflow": t.K * pe / R * (alpha / math.tanh(alpha) - 1) * 1e6,
+    }
+
+
 @pytest.mark.serial
 @pytest.mark.parametrize("ranks", [1, 2])
 def test_converge_baxter_jain_against_the_closed_form(ranks, tmp_path):
@@ -94,18 +106,6 @@ def test_converge_baxter_jain_against_the_closed_form(ranks, tmp_path):
         assert finest < 2 * r.errors[-1] + 1e-4, key
     summary = json.loads((out / "mesh" / "results" / "run-0002" / "summary.json").read_text())
     assert summary["ranks"] == ranks
-
-
-def _baxter_jain_exact(case_dir) -> dict[str, float]:
-    """Volume-mean IFP (mmHg) and rim velocity (um/s) of the Baxter-Jain sphere in closed form (MODEL.md section 2)."""
-    case = parse_case(case_dir)
-    t, R = case.tissue["tumour"], case.mesh.radius
-    pe = t.p_v - t.sigma_p * (t.pi_v - t.pi_i)
-    alpha = R * math.sqrt(t.Lp * t.S_V / t.K)
-    return {
-        "tumour_ifp": pe * (1 - 3 * (alpha / math.tanh(alpha) - 1) / alpha**2) / MMHG,
-        "tumour_rim_outflow": t.K * pe / R * (alpha / math.tanh(alpha) - 1) * 1e6,
-    }
 
 
 @pytest.mark.serial
@@ -170,21 +170,21 @@ def test_converge_prepare_refined_levels(tmp_path):
 
 def test_read_study_orders_generated_and_refined_levels(tmp_path):
     """The refined levels join the mesh study as finer sizes h = cells^(-1/3), named by their parent and count."""
-    rows = {"mesh": [("run-0000", "2.0", 1000), ("run-0001", "1.4", 2900)], "refined": [("run-0000", "1", 23200)]}
+    rows = {"mesh": [("run-0000", 2.0, 0, 1000), ("run-0001", 1.4, 0, 2900)], "refined": [("run-0000", 1.4, 1, 23200)]}
     for name, runs in rows.items():
         folder = tmp_path / name
-        key = "mesh.size_factor" if name == "mesh" else "mesh.refine"
-        fixed = '[fixed]\n"mesh.size_factor" = 1.4\n' if name == "refined" else ""
-        (tmp_path / f"{name}.toml").write_text(f'base = "x"\n[parameters]\n"{key}" = []\n{fixed}')
         folder.mkdir()
-        (folder / "runs.csv").write_text(f"id,{key}\n" + "".join(f"{i},{v}\n" for i, v, _ in runs))
-        for run_id, _, cells in runs:
-            (folder / "results" / run_id).mkdir(parents=True)
+        (folder / "runs.csv").write_text("id,x\n" + "".join(f"{run_id},0\n" for run_id, *_ in runs))
+        for run_id, factor, refine, cells in runs:
+            run = folder / "results" / run_id
+            run.mkdir(parents=True)
             ifp = 4.0 + 100.0 * cells ** (-2.0 / 3.0)  # second order in h
             summary = {"mesh": {"cells": cells}, "regions": {"tumour": {"pressure_mean_Pa": ifp * MMHG}}, "agents": {}}
-            (folder / "results" / run_id / "summary.json").write_text(json.dumps(summary))
+            (run / "summary.json").write_text(json.dumps(summary))
+            case = {"mesh": {"size_factor": factor, "refine": refine}, "numerics": {"dt": 60.0, "degree": 1}}
+            (run / "case_resolved.json").write_text(json.dumps(case))
     study = converge.read_study(tmp_path, "mesh")
     assert study is not None and study.cells == [1000, 2900, 23200]
-    assert study.parameter == ["size_factor 2.0", "size_factor 1.4", "size_factor 1.4, refined 1x"]
+    assert study.parameter == ["size_factor 2", "size_factor 1.4", "size_factor 1.4, refined 1x"]
     r = converge.richardson(study.sizes, study.outcomes["tumour_ifp"], study.formal_order)
     assert r.order == pytest.approx(2.0, rel=1e-6) and r.extrapolated == pytest.approx(4.0, rel=1e-9)
