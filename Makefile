@@ -10,10 +10,22 @@ export OMP_NUM_THREADS := 1
 
 .PHONY: run test lint test-serial test-mpi clean synthetic-leg example paraview-trixie
 
+# A download cut off mid-wheel (seen once on CI: vtk, 140 MB, stuck at 24 MB through pip's own resumes) must not fail
+# the build: pip resumes a cut download up to 20 times, and the whole install is tried PIP_TRIES times, waiting
+# 30 s, 60 s, ... between tries; what it already downloaded stays in pip's cache.
+PIP_TRIES ?= 4
+PIP := $(BIN)/python -m pip install --quiet --retries 10
+define retry
+for try in $$(seq 1 $(PIP_TRIES)); do \
+  $(1) && exit 0; \
+  [ $$try -lt $(PIP_TRIES) ] && { echo "pip failed (try $$try of $(PIP_TRIES)); trying again in $$((30 * try)) s" >&2; sleep $$((30 * try)); }; \
+done; echo "pip failed $(PIP_TRIES) times: is PyPI reachable?" >&2; exit 1
+endef
+
 $(BIN)/isolimb: pyproject.toml
 	@test -x $(BIN)/python || { echo "creating $(VENV) with $$($(PYTHON) --version)"; $(PYTHON) -m venv $(VENV); }
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	@$(call retry,$(PIP) --upgrade pip)
+	@$(call retry,$(PIP) --resume-retries 20 -e ".[dev]")
 	@touch $@
 
 run: $(BIN)/isolimb
