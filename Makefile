@@ -12,7 +12,7 @@ export OMP_NUM_THREADS := 1
 
 # A download cut off mid-wheel (seen once on CI: vtk, 140 MB, stuck at 24 MB through pip's own resumes) must not fail
 # the build: pip resumes a cut download up to 20 times, and the whole install is tried PIP_TRIES times, waiting
-# 30 s, 60 s, ... between tries; what it already downloaded stays in pip's cache.
+# 30 s, 60 s, ... between tries; the wheels it finished downloading stay in pip's cache.
 PIP_TRIES ?= 4
 PIP := $(BIN)/python -m pip install --quiet --retries 10
 define retry
