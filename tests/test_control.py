@@ -4,6 +4,7 @@ steady state is known in closed form, and the engine's leg holding its subcutane
 from __future__ import annotations
 
 import copy
+import math
 import tomllib
 
 import numpy as np
@@ -53,6 +54,45 @@ def test_controller_limits_and_anti_windup():
         assert pi.update(60.0 * k, 60.0, C0 + 30) == pytest.approx(C0 + 42)
     assert pi.integral == 0.0
     assert pi.update(3600.0, 60.0, C0 + 39.5) < C0 + 42  # over the target: the inflow falls at the next step
+
+
+def test_controller_converges_at_first_order_to_the_continuous_pi_loop_away_from_its_limits():
+    """The sampled PI law (probe read at the start of each step, inflow held over the step) against the
+    continuous PI loop on the lumped plant above, solved separately by scipy: away from the clamp and the rate
+    limit the sampling error halves with the step (docs/convergence.md, "The kill over dt": it is the limits'
+    switching that makes the engine's kill converge irregularly in dt)."""
+    from scipy.integrate import solve_ivp
+
+    a, b, room, target, gain, integral_time = 1 / 900.0, 1 / 9000.0, C0 + 24, C0 + 39, 3.0, 600.0
+    T0, end = C0 + 38.5, 3600.0
+
+    def loop(t: float, y: np.ndarray) -> list[float]:
+        T, integral = y
+        error = target - T
+        inflow = target + gain * (error + integral / integral_time)
+        return [a * (inflow - T) - b * (T - room), error]
+
+    exact = solve_ivp(loop, (0.0, end), [T0, 0.0], rtol=1e-12, atol=1e-12, dense_output=True)
+    times = np.linspace(0.0, end, 36001)
+    exact_area = float(np.trapezoid(exact.sol(times)[0] - C0, times))  # INT (T - 0 C) dt, K s
+
+    def sampled_area(dt: float) -> float:
+        """INT (T - 0 C) dt with the controller sampled every dt and the plant stepped exactly under the held
+        inflow (so that the only step error is the controller's)."""
+        pi = _controller(target, output=target + gain * (target - T0), min_inflow=C0 + 30, max_inflow=C0 + 50,
+                         max_rate=1.0)  # fmt: skip
+        T, area, rate = T0, 0.0, a + b
+        for k in range(round(end / dt)):
+            settle = (a * pi.update(k * dt, dt, T) + b * room) / rate  # where T heads under this inflow
+            decay = math.exp(-rate * dt)
+            area += (settle - C0) * dt + (T - settle) * (1 - decay) / rate
+            T = settle + (T - settle) * decay
+        return area
+
+    errors = [sampled_area(dt) - exact_area for dt in (120.0, 60.0, 30.0, 15.0)]
+    assert abs(errors[-1]) < 1e-4 * exact_area  # about 4 K s against 1.4e5
+    ratios = [e0 / e1 for e0, e1 in zip(errors, errors[1:], strict=False)]
+    assert ratios == pytest.approx([2.0, 2.0, 2.0], abs=0.05)
 
 
 def _leg_heat_only(minutes: float) -> dict:
