@@ -2,7 +2,7 @@
 dt"): the default case on a coarse mesh at dt = 60, 30, 15, 7.5 and 3.75 s, with its probe-controlled inflow and
 with the controller removed (the inflow then follows the case's fixed schedule, 39.5 C), everything else equal.
 
-    mpiexec -n 2 .venv/bin/python docs/controller_dt.py --run results/controller-dt   # about 15 min here
+    mpiexec -n 2 .venv/bin/python docs/controller_dt.py --run results/controller-dt   # 13 min here
     .venv/bin/python docs/controller_dt.py results/controller-dt                       # prints the table
 
 For each outcome and each step the table gives the value and the ratio of successive differences (2 for a clean
@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import tomllib
+from itertools import pairwise
 from pathlib import Path
 
 from mpi4py import MPI
@@ -22,6 +23,7 @@ import solver  # noqa: F401  (MPI before dolfinx)
 
 # isort: split
 from solver.case import parse_case_tree
+from solver.compare import markdown
 from solver.simulation import run_case
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,13 +57,13 @@ def run(root: Path, comm: MPI.Comm) -> None:
 def rows(root: Path) -> list[list[str]]:
     out = []
     for variant in VARIANTS:
+        tumour = [
+            json.loads((_folder(root, variant, dt) / "summary.json").read_text())["regions"]["tumour"] for dt in STEPS_S
+        ]
         for label, key in OUTCOMES.items():
-            values = [
-                json.loads((_folder(root, variant, dt) / "summary.json").read_text())["regions"]["tumour"][key]
-                for dt in STEPS_S
-            ]
-            diffs = [b - a for a, b in zip(values, values[1:], strict=False)]
-            ratios = [f"{d0 / d1:.2f}" if d1 != 0 else "-" for d0, d1 in zip(diffs, diffs[1:], strict=False)]
+            values = [t[key] for t in tumour]
+            diffs = [b - a for a, b in pairwise(values)]
+            ratios = [f"{d0 / d1:.2f}" if d1 != 0 else "-" for d0, d1 in pairwise(diffs)]
             error = 100 * (values[0] - values[-1]) / values[-1]
             out.append([variant, label, *(f"{v:.5g}" for v in values), ", ".join(ratios), f"{error:+.2f} %"])
     return out
@@ -77,10 +79,7 @@ def main() -> None:
         run(args.root, comm)
     if comm.rank == 0:
         header = ["inflow", "outcome", *(f"dt {dt:g} s" for dt in STEPS_S), "difference ratios", "dt 60 s vs 3.75 s"]
-        print("| " + " | ".join(header) + " |")
-        print("|" + "---|" * len(header))
-        for row in rows(args.root):
-            print("| " + " | ".join(row) + " |")
+        print(markdown(header, rows(args.root)))
 
 
 if __name__ == "__main__":
